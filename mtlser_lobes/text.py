@@ -1,0 +1,95 @@
+"""Transcript normalisation and the character set of the CTC head.
+
+The same :func:`normalize_transcript` is applied when the CSVs are written and
+whenever text is compared (training targets, CER/WER references), so train and
+test see one convention: lower case, letters, apostrophes inside words and
+single spaces; bracketed event tags such as ``[LAUGHTER]`` are removed.
+
+Example
+-------
+>>> normalize_transcript("Excuse me. [LAUGHTER] Uh-huh, it's 'mine'!")
+"excuse me uh huh it's mine"
+>>> encoder = ctc_label_encoder()
+>>> encoder.get_blank_index(), len(encoder)
+(0, 29)
+>>> encoder.decode_ndim(encoder.encode_sequence(list("hi there")))
+['h', 'i', ' ', 't', 'h', 'e', 'r', 'e']
+"""
+
+import re
+
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.utils.distributed import if_main_process
+
+__all__ = ["CTC_CHARACTERS", "BLANK_INDEX", "normalize_transcript", "ctc_label_encoder"]
+
+#: Output symbols of the CTC head besides the blank: a-z, apostrophe, space.
+CTC_CHARACTERS = list("abcdefghijklmnopqrstuvwxyz' ")
+#: Index of the CTC blank in the label encoder, the loss and the greedy decoder.
+BLANK_INDEX = 0
+
+_TAGS = re.compile(r"\[[^\]]*\]|<[^>]*>|\{[^}]*\}")
+_OUTSIDE_ALPHABET = re.compile(r"[^a-z' ]")
+_LOOSE_APOSTROPHE = re.compile(r"(?<![a-z])'|'(?![a-z])")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_transcript(text):
+    """Normalises a transcript for the CTC head.
+
+    Arguments
+    ---------
+    text : str
+        Raw words of a turn, with punctuation and bracketed event tags.
+
+    Returns
+    -------
+    str
+        Lower-case text over :data:`CTC_CHARACTERS`, single-spaced, stripped.
+
+    Example
+    -------
+    >>> normalize_transcript("  [BREATHING] OK -- fine.  ")
+    'ok fine'
+    """
+    text = _TAGS.sub(" ", text).lower()
+    text = text.replace("-", " ")
+    text = _OUTSIDE_ALPHABET.sub("", text)
+    text = _LOOSE_APOSTROPHE.sub("", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def ctc_label_encoder(path=None):
+    """Returns the character encoder of the CTC head, blank at :data:`BLANK_INDEX`.
+
+    The symbol set is fixed (not read from the data), so every fold, corpus and
+    exported model shares one output layout.
+
+    Arguments
+    ---------
+    path : str, optional
+        Where to save the encoder (or load it from, when it exists), as
+        SpeechBrain's ``load_or_create`` does; ``None`` keeps it in memory.
+
+    Returns
+    -------
+    speechbrain.dataio.encoder.CTCTextEncoder
+
+    Example
+    -------
+    >>> ctc_label_encoder().encode_label("a")
+    1
+    """
+    encoder = CTCTextEncoder()
+    if path is None or not encoder.load_if_possible(path):
+        encoder.add_blank()  # first label: index 0
+        encoder.update_from_iterable(CTC_CHARACTERS, sequence_input=False)
+        if path is not None and if_main_process():
+            encoder.save(path)
+    encoder.expect_len(len(CTC_CHARACTERS) + 1)
+    if encoder.get_blank_index() != BLANK_INDEX:
+        raise ValueError(
+            f"CTC encoder at {path} has its blank at {encoder.get_blank_index()}, "
+            f"expected {BLANK_INDEX}: delete it to rebuild"
+        )
+    return encoder
