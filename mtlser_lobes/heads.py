@@ -71,6 +71,10 @@ class MaskedPooling(torch.nn.Module):
 class EmotionHead(torch.nn.Module):
     """Utterance-level emotion classifier: masked mean pooling + MLP.
 
+    The pooled vector is standardised by batch normalisation (running
+    statistics at inference, so an utterance's output does not depend on the
+    rest of its batch in ``eval()`` mode).
+
     Arguments
     ---------
     input_size : int
@@ -94,6 +98,7 @@ class EmotionHead(torch.nn.Module):
         super().__init__()
         self.pooling = MaskedPooling()
         self.classifier = torch.nn.Sequential(
+            torch.nn.BatchNorm1d(input_size),
             torch.nn.Dropout(dropout),
             torch.nn.Linear(input_size, hidden_size),
             torch.nn.LeakyReLU(),
@@ -165,6 +170,7 @@ class SpeakerHead(torch.nn.Module):
         super().__init__()
         self.pooling = MaskedPooling(return_std=True)
         self.embedding = torch.nn.Sequential(
+            torch.nn.BatchNorm1d(2 * input_size),
             torch.nn.Dropout(dropout),
             torch.nn.Linear(2 * input_size, embedding_dim),
         )

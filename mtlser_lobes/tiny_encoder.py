@@ -90,7 +90,9 @@ def save_tiny_wav2vec2(folder, seed=0, **overrides):
         feature_size=1,
         sampling_rate=16000,
         padding_value=0.0,
-        do_normalize=True,
+        # Trained from scratch, it needs no per-utterance standardisation of
+        # the waveform; without it, loudness stays visible to the encoder.
+        do_normalize=False,
         return_attention_mask=True,
     ).save_pretrained(folder)
     # Written last: its presence means the folder is complete.

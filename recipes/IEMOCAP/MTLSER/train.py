@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""Recipe for multi-task speech emotion recognition (MTLSER) on IEMOCAP.
+
+One wav2vec 2.0 encoder feeds three heads: 4-class emotion (primary), CTC
+character ASR and speaker classification, trained with
+``L = L_emotion + alpha * L_ctc + beta * L_speaker``. A zero weight switches
+its head off: it is neither run nor given an optimizer.
+
+To run on the synthetic demo corpus (generated on first use) with a local
+encoder (no network)::
+
+    mtlser-tiny-encoder tiny_wav2vec2
+    python train.py hparams/mtl.yaml --wav2vec2_hub tiny_wav2vec2 \
+        --freeze_wav2vec2_feature_extractor False --lr_wav2vec2 0.001
+
+On IEMOCAP (leave-one-session-out, test on session 5)::
+
+    python train.py hparams/mtl.yaml --data_folder /path/to/IEMOCAP_full_release \
+        --alpha 0.1 --beta 0.1
+
+Re-running the same command resumes from the last checkpoint. Test results go
+to ``<output_folder>/test_results.json`` and ``predictions.csv``, evaluated
+with the checkpoint of best validation UA.
+
+Authors
+ * MTLSER developers
+"""
+
+import csv
+import json
+import os
+import sys
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.logger import get_logger
+
+from mtlser_lobes.demo_corpus import generate_demo_corpus
+from mtlser_lobes.metrics import EmotionMetricTracker
+from mtlser_lobes.text import ctc_label_encoder
+
+logger = get_logger(__name__)
+
+
+class MTLBrain(sb.Brain):
+    """Brain of the three-head model; heads with a zero loss weight are skipped."""
+
+    @property
+    def use_ctc(self):
+        """Whether the CTC head is trained and run."""
+        return self.hparams.alpha > 0
+
+    @property
+    def use_speaker(self):
+        """Whether the speaker head is trained and run."""
+        return self.hparams.beta > 0
+
+    def compute_forward(self, batch, stage):
+        """Runs the encoder once and every active head.
+
+        Returns a dict of log-probabilities: ``emotion`` (batch, n_emotions),
+        and, when their weight is positive, ``ctc`` (batch, frames, n_tokens)
+        and ``speaker`` (batch, n_speakers).
+        """
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        feats = self.modules.wav2vec2(wavs, wav_lens)  # (batch, samples) -> (batch, frames, hidden)
+        predictions = {"emotion": self.modules.emotion_head(feats, wav_lens)}
+        if self.use_ctc:
+            predictions["ctc"] = self.modules.ctc_head(feats)
+        if self.use_speaker:
+            predictions["speaker"] = self.modules.speaker_head(feats, wav_lens)
+        return predictions
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Returns ``L_emotion + alpha * L_ctc + beta * L_speaker``; feeds the metrics."""
+        _, wav_lens = batch.sig
+        emotions = batch.emo_encoded.data.view(-1)  # (batch,)
+        terms = {"emotion": torch.nn.functional.nll_loss(predictions["emotion"], emotions)}
+        loss = terms["emotion"]
+        if self.use_ctc:
+            tokens, token_lens = batch.tokens
+            terms["ctc"] = sb.nnet.losses.ctc_loss(
+                predictions["ctc"], tokens, wav_lens, token_lens, self.hparams.blank_index
+            )
+            loss = loss + self.hparams.alpha * terms["ctc"]
+        speakers = batch.spk_encoded.data.view(-1)  # (batch,), -1 for unseen speakers
+        if self.use_speaker and (speakers >= 0).any():
+            terms["speaker"] = torch.nn.functional.nll_loss(
+                predictions["speaker"], speakers, ignore_index=-1
+            )
+            loss = loss + self.hparams.beta * terms["speaker"]
+        for name, value in terms.items():
+            self.term_sums[name] = self.term_sums.get(name, 0.0) + value.detach()
+            self.term_counts[name] = self.term_counts.get(name, 0) + 1
+
+        if stage != sb.Stage.TRAIN:
+            self._update_metrics(predictions, batch, speakers)
+        return loss
+
+    @torch.no_grad()
+    def _update_metrics(self, predictions, batch, speakers):
+        """Feeds the emotion, CER/WER and speaker trackers with one batch."""
+        _, wav_lens = batch.sig
+        self.emotion_metrics.append(batch.id, predictions["emotion"], batch.emo_encoded.data)
+        hypotheses = [""] * len(batch.id)
+        if self.use_ctc:
+            sequences = sb.decoders.ctc_greedy_decode(
+                predictions["ctc"], wav_lens, blank_id=self.hparams.blank_index
+            )
+            hypotheses = ["".join(self.tokenizer.decode_ndim(seq)) for seq in sequences]
+            self.cer_metric.append(
+                batch.id, [list(h) for h in hypotheses], [list(r) for r in batch.wrd]
+            )
+            self.wer_metric.append(
+                batch.id, [h.split() for h in hypotheses], [r.split() for r in batch.wrd]
+            )
+        speaker_predictions = [None] * len(batch.id)
+        if self.use_speaker:
+            speaker_predictions = predictions["speaker"].argmax(dim=-1).cpu().tolist()
+            known = speakers >= 0
+            self.speaker_counts["known"] += int(known.sum())
+            self.speaker_counts["correct"] += int(
+                (predictions["speaker"].argmax(dim=-1)[known] == speakers[known]).sum()
+            )
+        self.rows.extend(zip(batch.id, batch.wrd, hypotheses, batch.spk_id, speaker_predictions))
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the loss terms and, outside training, the metric trackers."""
+        self.term_sums, self.term_counts = {}, {}
+        if stage != sb.Stage.TRAIN:
+            self.emotion_metrics = EmotionMetricTracker(self.hparams.emotion_classes)
+            self.cer_metric = self.hparams.cer_computer()
+            self.wer_metric = self.hparams.wer_computer()
+            self.speaker_counts = {"known": 0, "correct": 0}
+            self.rows = []
+
+    def _stage_stats(self, stage, stage_loss):
+        """Loss, each loss term and, outside training, every metric of the stage."""
+        stats = {"loss": stage_loss}
+        for name, total in self.term_sums.items():
+            stats[f"loss_{name}"] = float(total) / self.term_counts[name]
+        if stage == sb.Stage.TRAIN:
+            return stats
+        emotion = self.emotion_metrics.summarize()
+        stats.update({"WA": 100 * emotion["WA"], "UA": 100 * emotion["UA"]})
+        if self.use_ctc:
+            stats["CER"] = self.cer_metric.summarize("error_rate")
+            stats["WER"] = self.wer_metric.summarize("error_rate")
+        if self.use_speaker and self.speaker_counts["known"] > 0:
+            stats["speaker_acc"] = 100 * self.speaker_counts["correct"] / self.speaker_counts["known"]
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the stage, anneals and checkpoints after validation, writes test results."""
+        stats = self._stage_stats(stage, stage_loss)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        if self.use_speaker and "speaker_acc" not in stats:
+            logger.info(
+                f"{stage.name.lower()} speakers are all unseen in training: speaker accuracy "
+                "is not defined for them (leave-one-session-out), so none is reported"
+            )
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(stats["loss_emotion"])
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            epoch_stats = {"epoch": epoch, "lr": old_lr}
+            if self.wav2vec2_optimizer is not None:
+                old_lr_enc, new_lr_enc = self.hparams.lr_annealing_wav2vec2(stats["loss_emotion"])
+                sb.nnet.schedulers.update_learning_rate(self.wav2vec2_optimizer, new_lr_enc)
+                epoch_stats["lr_wav2vec2"] = old_lr_enc
+            self.hparams.train_logger.log_stats(
+                stats_meta=epoch_stats, train_stats=self.train_stats, valid_stats=stats
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"UA": stats["UA"], "WA": stats["WA"]}, max_keys=["UA"]
+            )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            if if_main_process():
+                self._write_test_results(stats)
+
+    def _write_test_results(self, stats):
+        """Writes the test JSON and ``predictions.csv``."""
+        emotion = self.emotion_metrics.summarize()
+        results = {
+            **stats,
+            "recall": emotion["recall"],
+            "confusion": emotion["confusion"],
+            "emotion_classes": list(self.hparams.emotion_classes),
+            "n_utterances": emotion["n"],
+            "alpha": self.hparams.alpha,
+            "beta": self.hparams.beta,
+            "protocol": self.hparams.protocol,
+            "test_session": self.hparams.test_session,
+            "epoch": self.hparams.epoch_counter.current,
+            "speaker_note": None,
+        }
+        if not self.use_speaker:
+            results["speaker_note"] = "speaker head off (beta = 0)"
+        elif "speaker_acc" not in stats:
+            results["speaker_note"] = "test speakers unseen in training: accuracy undefined"
+        with open(self.hparams.test_results, "w") as out_file:
+            json.dump(results, out_file, indent=2)
+        classes = list(self.hparams.emotion_classes)
+        with open(self.hparams.test_predictions, "w", newline="") as out_file:
+            writer = csv.writer(out_file)
+            writer.writerow(
+                ["ID", "emo", "emo_pred"] + [f"p_{c}" for c in classes]
+                + ["wrd", "wrd_pred", "spk_id", "spk_pred"]
+            )
+            tracker = self.emotion_metrics
+            for i, (utt, words, hypothesis, speaker, speaker_index) in enumerate(self.rows):
+                speaker_label = (
+                    self.speaker_encoder.ind2lab[speaker_index] if speaker_index is not None else ""
+                )
+                writer.writerow(
+                    [utt, classes[tracker.targets[i]], classes[tracker.predictions[i]]]
+                    + [f"{p:.4f}" for p in tracker.probabilities[i]]
+                    + [words, hypothesis, speaker, speaker_label]
+                )
+        logger.info(f"test results written to {self.hparams.test_results}")
+
+    def init_optimizers(self):
+        """One optimizer for the encoder (unless frozen), one for the active heads."""
+        heads = [self.modules.emotion_head]
+        if self.use_ctc:
+            heads.append(self.modules.ctc_head)
+        if self.use_speaker:
+            heads.append(self.modules.speaker_head)
+        self.optimizer = self.hparams.opt_class(
+            [p for head in heads for p in head.parameters()]
+        )
+        self.optimizers_dict = {"model_optimizer": self.optimizer}
+        self.wav2vec2_optimizer = None
+        if not self.hparams.freeze_wav2vec2:
+            self.wav2vec2_optimizer = self.hparams.wav2vec2_opt_class(
+                self.modules.wav2vec2.parameters()
+            )
+            self.optimizers_dict["wav2vec2_optimizer"] = self.wav2vec2_optimizer
+        if self.checkpointer is not None:
+            for name, optimizer in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(name, optimizer)
+
+
+def dataio_prepare(hparams):
+    """Builds the datasets and the label encoders (saved beside the checkpoints).
+
+    Returns
+    -------
+    datasets : dict
+        ``train``, ``valid``, ``test`` -> DynamicItemDataset.
+    encoders : dict
+        ``emotion``, ``speaker`` (CategoricalEncoder) and ``tokenizer``
+        (CTCTextEncoder).
+    """
+    save_folder = hparams["save_folder"]
+    emotion_encoder = sb.dataio.encoder.CategoricalEncoder()
+    emotion_encoder.load_or_create(
+        os.path.join(save_folder, "emotion_encoder.txt"),
+        from_iterables=[hparams["emotion_classes"]],
+    )
+    emotion_encoder.expect_len(len(hparams["emotion_classes"]))
+    tokenizer = ctc_label_encoder(os.path.join(save_folder, "ctc_encoder.txt"))
+    if len(tokenizer) != hparams["ctc_head"].linear.out_features:
+        raise ValueError(
+            f"the CTC head has {hparams['ctc_head'].linear.out_features} outputs but the "
+            f"character set has {len(tokenizer)} symbols"
+        )
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        """Loads the waveform."""
+        return sb.dataio.dataio.read_audio(wav)
+
+    @sb.utils.data_pipeline.takes("emo")
+    @sb.utils.data_pipeline.provides("emo_encoded")
+    def emotion_pipeline(emo):
+        """Encodes the emotion label."""
+        return emotion_encoder.encode_label_torch(emo)
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("tokens")
+    def text_pipeline(wrd):
+        """Encodes the normalised words as characters."""
+        return torch.LongTensor(tokenizer.encode_sequence(list(wrd)))
+
+    csv_paths = {"train": hparams["train_csv"], "valid": hparams["valid_csv"], "test": hparams["test_csv"]}
+    datasets = {}
+    for split, csv_path in csv_paths.items():
+        datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=csv_path,
+            replacements={"data_root": hparams["data_folder"]},
+            dynamic_items=[audio_pipeline, emotion_pipeline, text_pipeline],
+            output_keys=["id", "sig", "emo_encoded", "tokens", "wrd", "spk_id"],
+        )
+
+    train_speakers = sorted({row["spk_id"] for row in datasets["train"].data.values()})
+    if len(train_speakers) != hparams["n_speakers"]:
+        raise ValueError(
+            f"train.csv has {len(train_speakers)} speakers but n_speakers is "
+            f"{hparams['n_speakers']}: pass --n_speakers {len(train_speakers)}"
+        )
+    speaker_encoder = sb.dataio.encoder.CategoricalEncoder()
+    speaker_encoder.load_or_create(
+        os.path.join(save_folder, "speaker_encoder.txt"), from_iterables=[train_speakers]
+    )
+
+    @sb.utils.data_pipeline.takes("spk_id")
+    @sb.utils.data_pipeline.provides("spk_encoded")
+    def speaker_pipeline(spk_id):
+        """Index of a training speaker, -1 for a speaker unseen in training."""
+        return torch.LongTensor([speaker_encoder.lab2ind.get(spk_id, -1)])
+
+    sb.dataio.dataset.add_dynamic_item(list(datasets.values()), speaker_pipeline)
+    sb.dataio.dataset.set_output_keys(
+        list(datasets.values()), ["id", "sig", "emo_encoded", "tokens", "wrd", "spk_id", "spk_encoded"]
+    )
+
+    if hparams["sorting"] in ("ascending", "descending"):
+        datasets["train"] = datasets["train"].filtered_sorted(
+            sort_key="duration", reverse=hparams["sorting"] == "descending"
+        )
+        hparams["train_dataloader_options"]["shuffle"] = False
+    elif hparams["sorting"] == "random":
+        hparams["train_dataloader_options"]["shuffle"] = True
+    else:
+        raise ValueError(f"sorting must be random, ascending or descending, not {hparams['sorting']!r}")
+    encoders = {"emotion": emotion_encoder, "speaker": speaker_encoder, "tokenizer": tokenizer}
+    return datasets, encoders
+
+
+def main(argv):
+    """Prepares the data, trains, and tests the checkpoint of best validation UA."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+
+    from iemocap_prepare import prepare_iemocap  # noqa: E402 (beside this file)
+
+    if os.path.abspath(hparams["data_folder"]) == os.path.abspath(hparams["demo_data_folder"]):
+        run_on_main(
+            generate_demo_corpus,
+            kwargs={"save_folder": os.path.dirname(os.path.abspath(hparams["data_folder"]))},
+        )
+    run_on_main(
+        prepare_iemocap,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["output_folder"],
+            "test_session": hparams["test_session"],
+            "protocol": hparams["protocol"],
+            "valid_ratio": hparams["valid_ratio"],
+            "split_ratio": hparams["split_ratio"],
+            "seed": hparams["seed"],
+            "check_counts": hparams["check_counts"],
+            "sample_rate": hparams["sample_rate"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    datasets, encoders = dataio_prepare(hparams)
+
+    brain = MTLBrain(
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.tokenizer = encoders["tokenizer"]
+    brain.speaker_encoder = encoders["speaker"]
+
+    train_loader_kwargs = hparams["train_dataloader_options"]
+    valid_loader_kwargs = hparams["valid_dataloader_options"]
+    if hparams["dynamic_batching"]:
+        from speechbrain.dataio.sampler import DynamicBatchSampler
+
+        def duration(item):
+            return float(item["duration"])
+
+        train_loader_kwargs = {
+            "batch_sampler": DynamicBatchSampler(
+                datasets["train"], length_func=duration, **hparams["dynamic_batch_sampler"]
+            ),
+            "num_workers": hparams["num_workers"],
+        }
+
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=train_loader_kwargs,
+        valid_loader_kwargs=valid_loader_kwargs,
+    )
+    brain.evaluate(
+        datasets["test"],
+        max_key="UA",
+        test_loader_kwargs=hparams["test_dataloader_options"],
+    )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main(sys.argv[1:])

@@ -1,0 +1,42 @@
+"""MTLSER: multi-task speech emotion recognition (SpeechBrain recipe + library)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mtlser",
+    version="0.1.0",
+    description=(
+        "Multi-task speech emotion recognition: one wav2vec 2.0 encoder, "
+        "emotion + CTC ASR + speaker heads (SpeechBrain recipe for IEMOCAP)"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mtlser_lobes", "mtlser_lobes.*"]),
+    # Pinned to a combination verified together (torchaudio must match torch
+    # exactly; SpeechBrain 1.1 imports torchaudio at import time).
+    install_requires=[
+        "torch==2.11.0",
+        "torchaudio==2.11.0",
+        "speechbrain==1.1.2",
+        "transformers==5.24.0",
+        "huggingface_hub==2.4.0",
+        "safetensors==0.8.0",
+        "sentencepiece==0.2.3",
+        "hyperpyyaml==1.2.3",
+        "soundfile==0.14.0",
+        "scikit-learn==1.9.1",
+        "numpy==2.4.6",
+        "tqdm==4.70.1",
+        # espeak-ng's library and voices, for the synthetic demo corpus (no root needed)
+        "espeakng-loader==0.2.4",
+    ],
+    extras_require={"test": ["pytest==9.2.0"]},
+    entry_points={
+        "console_scripts": [
+            "mtlser-tiny-encoder=mtlser_lobes.tiny_encoder:main",
+            "mtlser-demo-corpus=mtlser_lobes.demo_corpus:main",
+        ]
+    },
+)

@@ -1,0 +1,50 @@
+"""Running the recipe's train.py in tests, the way a user runs it."""
+
+import os
+import subprocess
+import sys
+
+from conftest import RECIPE_DIR
+
+#: Overrides that make the recipe train the tiny encoder from scratch quickly.
+TINY_ENCODER_OVERRIDES = [
+    "--freeze_wav2vec2_feature_extractor", "False",
+    "--lr_wav2vec2", "0.001",
+    "--num_workers", "0",
+]
+
+
+def run_train(args, timeout=900):
+    """Runs ``python train.py hparams/mtl.yaml ARGS`` in the recipe folder."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, "train.py", "hparams/mtl.yaml", *args],
+        cwd=RECIPE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return result
+
+
+def parse_train_log(path):
+    """train_log.txt -> list of {stage: {key: value}} per line."""
+    entries = []
+    with open(path) as log:
+        for line in log:
+            entry = {}
+            for part in line.strip().split(" - "):
+                stage, values = "meta", part
+                for prefix in ("train", "valid", "test"):
+                    if part.startswith(prefix + " "):
+                        stage, values = prefix, part
+                fields = {}
+                for item in values.split(", "):
+                    key, _, value = item.rpartition(": ")
+                    key = key.split(" ", 1)[1] if stage != "meta" else key
+                    try:
+                        fields[key] = float(value)
+                    except ValueError:
+                        fields[key] = value
+                entry[stage] = fields
+            entries.append(entry)
+    return entries
