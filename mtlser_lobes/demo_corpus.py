@@ -28,20 +28,22 @@ Example
 
 import argparse
 import json
+import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
-from speechbrain.utils.logger import get_logger
+from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from mtlser_lobes.speech_synthesis import EspeakSynthesizer
 
 __all__ = ["EMOTION_PROSODY", "generate_demo_corpus"]
 
-logger = get_logger(__name__)
+# Plain logging: this module also runs in light worker processes (no torch import).
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
@@ -82,12 +84,18 @@ SENTENCES = [
 ]
 
 
+# espeak-ng voice variants, one per speaker; none of them adds breath noise
+# (the "f2" variant does, and its noise is not reproducible across processes).
+_FEMALE_VARIANTS = ["f1", "f4", "linda", "belinda", "anika"]
+_MALE_VARIANTS = ["m1", "m2", "m3", "m4", "m5"]
+
+
 def _speaker_voice(session, gender):
     """espeak-ng voice and base pitch of the speaker ``gender`` of ``session``."""
-    variant = f"{'f' if gender == 'F' else 'm'}{(session - 1) % 5 + 1}"
+    variants = _FEMALE_VARIANTS if gender == "F" else _MALE_VARIANTS
     accent = ["en-us", "en", "en-us", "en-gb-x-rp", "en-us"][session - 1]
     base_pitch = (58 if gender == "F" else 38) + 2 * (session - 1)
-    return f"{accent}+{variant}", base_pitch
+    return f"{accent}+{variants[(session - 1) % 5]}", base_pitch
 
 
 def _synthesise_turn(synth, text, voice, base_pitch, code, rng):
@@ -100,10 +108,10 @@ def _synthesise_turn(synth, text, voice, base_pitch, code, rng):
         pitch=np.clip(base_pitch + prosody["pitch"] + rng.integers(-4, 5), 0, 100),
         pitch_range=np.clip(prosody["range"] + rng.integers(-8, 9), 0, 100),
         volume=np.clip(prosody["volume"] + rng.integers(-8, 9), 10, 160),
+        seed=int(rng.integers(2**31)),
     )
-    wav = torchaudio.functional.resample(
-        torch.from_numpy(wav), synth.sample_rate, SAMPLE_RATE
-    ).numpy()
+    divisor = np.gcd(SAMPLE_RATE, synth.sample_rate)
+    wav = resample_poly(wav, SAMPLE_RATE // divisor, synth.sample_rate // divisor).astype(np.float32)
     # Room for a little silence around the words, as in the real segments.
     pad = np.zeros(int(SAMPLE_RATE * rng.uniform(0.05, 0.25)), dtype=np.float32)
     wav = np.concatenate([pad, wav, pad[: len(pad) // 2]])
@@ -118,6 +126,54 @@ def _vad_triple(code, rng):
             "exc": (4.0, 4.0, 3.5)}.get(code, (3.0, 2.5, 2.5))
     values = [min(5.0, max(1.0, v + rng.choice([-0.5, 0.0, 0.5]))) for v in base]
     return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
+
+
+def _write_session(job):
+    """Synthesises and writes one session (run in a fresh process)."""
+    root, session, dialogs_per_session, turns_per_dialog, seed = job
+    synth = EspeakSynthesizer()
+    codes, weights = zip(*EMOTION_WEIGHTS.items())
+    weights = np.array(weights) / sum(weights)
+    session_dir = os.path.join(root, f"Session{session}")
+    emo_dir = os.path.join(session_dir, "dialog", "EmoEvaluation")
+    trans_dir = os.path.join(session_dir, "dialog", "transcriptions")
+    for sub in ("Categorical", "Attribute", "Self-evaluation"):
+        os.makedirs(os.path.join(emo_dir, sub), exist_ok=True)
+    os.makedirs(trans_dir, exist_ok=True)
+    for dialog_index, kind in enumerate(_DIALOG_KINDS[:dialogs_per_session]):
+        dialog = f"Ses{session:02d}{kind}"
+        wav_dir = os.path.join(session_dir, "sentences", "wav", dialog)
+        os.makedirs(wav_dir, exist_ok=True)
+        rng = np.random.default_rng([seed, session, dialog_index])
+        blocks, transcript_lines, clock = [], [], float(rng.uniform(1.0, 5.0))
+        counters = {"F": 0, "M": 0}
+        for turn_index in range(turns_per_dialog):
+            gender = "FM"[turn_index % 2]
+            turn = f"{dialog}_{gender}{counters[gender]:03d}"
+            counters[gender] += 1
+            # Per-turn generator: labels and words never depend on audio lengths.
+            turn_rng = np.random.default_rng([seed, session, dialog_index, turn_index])
+            code = str(turn_rng.choice(codes, p=weights))
+            text = SENTENCES[turn_rng.integers(len(SENTENCES))]
+            voice, base_pitch = _speaker_voice(session, gender)
+            wav = _synthesise_turn(synth, text, voice, base_pitch, code, turn_rng)
+            sf.write(os.path.join(wav_dir, f"{turn}.wav"), wav, SAMPLE_RATE, subtype="PCM_16")
+            start, end = clock, clock + len(wav) / SAMPLE_RATE
+            clock = end + float(rng.uniform(0.2, 1.5))
+            name = _ANNOTATOR_NAMES[code]
+            blocks.append(
+                f"[{start:.4f} - {end:.4f}]\t{turn}\t{code}\t{_vad_triple(code, turn_rng)}\n"
+                f"C-E2:\t{name};\t()\nC-E3:\t{name};\t()\n"
+                f"A-E3:\tval 3; act 3; dom  3;\t()\n"
+            )
+            if code in ("hap", "exc") and turn_rng.random() < 0.3:
+                text = f"{text} [LAUGHTER]"
+            transcript_lines.append(f"{turn} [{start:08.4f}-{end:08.4f}]: {text}\n")
+        with open(os.path.join(emo_dir, f"{dialog}.txt"), "w") as emo_file:
+            emo_file.write("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n")
+            emo_file.write("\n".join(blocks) + "\n")
+        with open(os.path.join(trans_dir, f"{dialog}.txt"), "w") as trans_file:
+            trans_file.writelines(transcript_lines)
 
 
 def generate_demo_corpus(
@@ -157,7 +213,7 @@ def generate_demo_corpus(
     root = os.path.join(save_folder, "IEMOCAP_full_release")
     options = {
         "n_sessions": n_sessions, "dialogs_per_session": dialogs_per_session,
-        "turns_per_dialog": turns_per_dialog, "seed": seed, "version": 1,
+        "turns_per_dialog": turns_per_dialog, "seed": seed, "version": 5,
     }
     stamp_path = os.path.join(root, "demo_corpus.json")
     if os.path.exists(stamp_path):
@@ -165,58 +221,25 @@ def generate_demo_corpus(
             if json.load(stamp_file) == options:
                 logger.info(f"demo corpus already in {root}")
                 return root
-    synth = EspeakSynthesizer()
-    rng = np.random.default_rng(seed)
-    codes, weights = zip(*EMOTION_WEIGHTS.items())
-    weights = np.array(weights) / sum(weights)
     os.makedirs(os.path.join(root, "Documentation"), exist_ok=True)
     with open(os.path.join(root, "Documentation", "README.txt"), "w") as readme:
         readme.write(
             "Synthetic demo corpus in the layout of IEMOCAP_full_release, made by "
             "mtlser_lobes.demo_corpus (espeak-ng voices, emotion-dependent prosody).\n"
         )
+    # espeak-ng carries internal state from one utterance to the next, so the
+    # audio is only reproducible for a fixed sequence of calls in a fresh
+    # process: each session is synthesised in a new process of its own.
+    jobs = [(root, session, dialogs_per_session, turns_per_dialog, seed)
+            for session in range(1, n_sessions + 1)]
+    context = multiprocessing.get_context("spawn")
+    workers = min(len(jobs), os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
+        progress = tqdm(total=len(jobs), desc="synthesising demo sessions", disable=None)
+        for _ in pool.map(_write_session, jobs):
+            progress.update()
+        progress.close()
     n_turns = n_sessions * dialogs_per_session * turns_per_dialog
-    progress = tqdm(total=n_turns, desc="synthesising demo corpus", disable=None)
-    for session in range(1, n_sessions + 1):
-        session_dir = os.path.join(root, f"Session{session}")
-        emo_dir = os.path.join(session_dir, "dialog", "EmoEvaluation")
-        trans_dir = os.path.join(session_dir, "dialog", "transcriptions")
-        for sub in ("Categorical", "Attribute", "Self-evaluation"):
-            os.makedirs(os.path.join(emo_dir, sub), exist_ok=True)
-        os.makedirs(trans_dir, exist_ok=True)
-        for kind in _DIALOG_KINDS[:dialogs_per_session]:
-            dialog = f"Ses{session:02d}{kind}"
-            wav_dir = os.path.join(session_dir, "sentences", "wav", dialog)
-            os.makedirs(wav_dir, exist_ok=True)
-            blocks, transcript_lines, clock = [], [], float(rng.uniform(1.0, 5.0))
-            counters = {"F": 0, "M": 0}
-            for turn_index in range(turns_per_dialog):
-                gender = "FM"[turn_index % 2]
-                turn = f"{dialog}_{gender}{counters[gender]:03d}"
-                counters[gender] += 1
-                code = str(rng.choice(codes, p=weights))
-                text = SENTENCES[rng.integers(len(SENTENCES))]
-                voice, base_pitch = _speaker_voice(session, gender)
-                wav = _synthesise_turn(synth, text, voice, base_pitch, code, rng)
-                sf.write(os.path.join(wav_dir, f"{turn}.wav"), wav, SAMPLE_RATE, subtype="PCM_16")
-                start, end = clock, clock + len(wav) / SAMPLE_RATE
-                clock = end + float(rng.uniform(0.2, 1.5))
-                name = _ANNOTATOR_NAMES[code]
-                blocks.append(
-                    f"[{start:.4f} - {end:.4f}]\t{turn}\t{code}\t{_vad_triple(code, rng)}\n"
-                    f"C-E2:\t{name};\t()\nC-E3:\t{name};\t()\n"
-                    f"A-E3:\tval 3; act 3; dom  3;\t()\n"
-                )
-                if code in ("hap", "exc") and rng.random() < 0.3:
-                    text = f"{text} [LAUGHTER]"
-                transcript_lines.append(f"{turn} [{start:08.4f}-{end:08.4f}]: {text}\n")
-                progress.update()
-            with open(os.path.join(emo_dir, f"{dialog}.txt"), "w") as emo_file:
-                emo_file.write("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n")
-                emo_file.write("\n".join(blocks) + "\n")
-            with open(os.path.join(trans_dir, f"{dialog}.txt"), "w") as trans_file:
-                trans_file.writelines(transcript_lines)
-    progress.close()
     with open(stamp_path, "w") as stamp_file:
         json.dump(options, stamp_file)
     logger.info(f"demo corpus: {n_turns} turns written to {root}")

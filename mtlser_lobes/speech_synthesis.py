@@ -34,6 +34,8 @@ _CALLBACK = ctypes.CFUNCTYPE(
 # espeak-ng keeps global state: one initialisation per process, one synthesis at a time.
 _LOCK = threading.Lock()
 _LIBRARY = None
+# Some voice variants add breath noise drawn from the C library's rand().
+_LIBC = ctypes.CDLL(None)
 
 
 class EspeakUnavailableError(RuntimeError):
@@ -99,7 +101,9 @@ class EspeakSynthesizer:
     def __init__(self):
         self._library, self.sample_rate = _load_library()
 
-    def synthesize(self, text, voice="en-us", rate=175, pitch=50, pitch_range=50, volume=100):
+    def synthesize(
+        self, text, voice="en-us", rate=175, pitch=50, pitch_range=50, volume=100, seed=0
+    ):
         """Returns the speech for ``text`` as a 1-D float32 array.
 
         Arguments
@@ -116,6 +120,10 @@ class EspeakSynthesizer:
             Pitch variation, 0-100 (0 is monotone).
         volume : int
             Amplitude, 0-200; above about 160 the output clips.
+        seed : int
+            Seed of the noise some voice variants add. Output is reproducible
+            for the same sequence of calls in a fresh process (espeak-ng also
+            keeps state from one utterance to the next).
 
         Returns
         -------
@@ -139,6 +147,7 @@ class EspeakSynthesizer:
             for name, value in settings.items():
                 lib.espeak_SetParameter(_PARAMETERS[name], int(value), 0)
             lib.espeak_SetSynthCallback(callback)
+            _LIBC.srand(int(seed) & 0xFFFFFFFF)
             status = lib.espeak_Synth(
                 encoded, len(encoded), 0, _POS_CHARACTER, 0,
                 _ESPEAK_CHARS_UTF8, None, None,
