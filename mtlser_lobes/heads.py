@@ -98,7 +98,6 @@ class EmotionHead(torch.nn.Module):
         super().__init__()
         self.pooling = MaskedPooling()
         self.classifier = torch.nn.Sequential(
-            torch.nn.BatchNorm1d(input_size),
             torch.nn.Dropout(dropout),
             torch.nn.Linear(input_size, hidden_size),
             torch.nn.LeakyReLU(),
@@ -170,7 +169,6 @@ class SpeakerHead(torch.nn.Module):
         super().__init__()
         self.pooling = MaskedPooling(return_std=True)
         self.embedding = torch.nn.Sequential(
-            torch.nn.BatchNorm1d(2 * input_size),
             torch.nn.Dropout(dropout),
             torch.nn.Linear(2 * input_size, embedding_dim),
         )

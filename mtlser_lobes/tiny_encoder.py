@@ -36,8 +36,10 @@ TINY_WAV2VEC2_CONFIG = {
     "num_attention_heads": 2,
     "intermediate_size": 128,
     "conv_dim": [32] * 7,
-    "feat_extract_norm": "layer",
-    "do_stable_layer_norm": True,
+    # wav2vec2-base's front end: group norm after the first convolution,
+    # post-norm transformer layers.
+    "feat_extract_norm": "group",
+    "do_stable_layer_norm": False,
     "num_conv_pos_embeddings": 16,
     "num_conv_pos_embedding_groups": 4,
     "layerdrop": 0.0,

@@ -414,12 +414,13 @@ def check_no_speaker_leakage(splits):
 
     Example
     -------
-    >>> row = lambda i, spk: {"ID": f"Ses05F_impro01_{i}", "spk_id": spk}
-    >>> check_no_speaker_leakage({"train": [row("F000", "Ses01_F")], "valid": [], "test": [row("M000", "Ses05_M")]})
-    >>> check_no_speaker_leakage({"train": [row("F000", "Ses05_F")], "valid": [], "test": [row("F001", "Ses05_F")]})
-    Traceback (most recent call last):
-    ...
-    iemocap_prepare.PreparationError: speaker leakage: test speakers ['Ses05_F'] are in train/valid; test dialogs ['Ses05F_impro01'] are in train/valid
+    >>> row = lambda turn: {"ID": turn, "spk_id": turn[:5] + "_" + turn[-4]}
+    >>> check_no_speaker_leakage({"train": [row("Ses01F_impro01_F000")], "valid": [], "test": [row("Ses05F_impro01_M000")]})
+    >>> try:
+    ...     check_no_speaker_leakage({"train": [row("Ses05F_impro01_F000")], "valid": [], "test": [row("Ses05F_impro01_F001")]})
+    ... except PreparationError as error:
+    ...     print(error)
+    speaker leakage: test speakers ['Ses05_F'] are in train/valid; test dialogs ['Ses05F_impro01'] are in train/valid
     """
     seen = splits["train"] + splits["valid"]
     test_speakers = {row["spk_id"] for row in splits["test"]}
