@@ -179,8 +179,8 @@ def _write_session(job):
 def generate_demo_corpus(
     save_folder,
     n_sessions=5,
-    dialogs_per_session=4,
-    turns_per_dialog=20,
+    dialogs_per_session=6,
+    turns_per_dialog=24,
     seed=1234,
 ):
     """Writes ``save_folder/IEMOCAP_full_release`` and returns its path.
@@ -250,8 +250,8 @@ def main(argv=None):
     """Command line: ``python -m mtlser_lobes.demo_corpus SAVE_FOLDER [options]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("save_folder")
-    parser.add_argument("--dialogs_per_session", type=int, default=4)
-    parser.add_argument("--turns_per_dialog", type=int, default=20)
+    parser.add_argument("--dialogs_per_session", type=int, default=6)
+    parser.add_argument("--turns_per_dialog", type=int, default=24)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
     print(
