@@ -13,7 +13,6 @@ Example
 """
 
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix
 
 __all__ = ["emotion_scores", "EmotionMetricTracker"]
@@ -73,6 +72,7 @@ class EmotionMetricTracker:
 
     Example
     -------
+    >>> import torch
     >>> tracker = EmotionMetricTracker(["neu", "hap"])
     >>> tracker.append(["u1", "u2"], torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]])), torch.tensor([0, 0]))
     >>> tracker.summarize()["WA"], tracker.predictions

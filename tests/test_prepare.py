@@ -9,7 +9,7 @@ import pytest
 
 import iemocap_prepare
 from iemocap_prepare import PreparationError, check_no_speaker_leakage, prepare_iemocap
-from iemocap_tree import DEFAULT_DIALOGS, build_tree, kept_per_session
+from iemocap_tree import build_tree, kept_per_session
 
 
 def read_csv(path):
