@@ -74,3 +74,29 @@ def test_a_zero_weight_head_gets_no_optimizer(setup, alpha, beta):
         params = {id(p) for p in getattr(brain.modules, name).parameters()}
         assert (params <= optimized) == active and (not active) == params.isdisjoint(optimized)
     assert set(brain.optimizers_dict) == {"model_optimizer", "wav2vec2_optimizer"}
+
+
+def test_frozen_encoder_gets_no_optimizer(tmp_path, tiny_encoder):
+    release = build_tree(str(tmp_path / "corpus"))
+    output = str(tmp_path / "frozen")
+    with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
+        hparams = load_hyperpyyaml(f, {
+            "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
+            "freeze_wav2vec2": True,
+        })
+    brain = train.MTLBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    brain.init_optimizers()
+    assert set(brain.optimizers_dict) == {"model_optimizer"} and brain.wav2vec2_optimizer is None
+
+
+def test_speaker_count_mismatch_says_which_override(tmp_path, tiny_encoder):
+    release = build_tree(str(tmp_path / "corpus"))
+    output = str(tmp_path / "random")
+    with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
+        hparams = load_hyperpyyaml(f, {
+            "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
+            "protocol": "random",
+        })
+    prepare_iemocap(release, output, protocol="random")
+    with pytest.raises(ValueError, match="train.csv has 10 speakers but n_speakers is 8: pass --n_speakers 10"):
+        train.dataio_prepare(hparams)
