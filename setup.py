@@ -27,6 +27,7 @@ setup(
         "hyperpyyaml==1.2.3",
         "soundfile==0.14.0",
         "scikit-learn==1.9.1",
+        "scipy==1.17.1",
         "numpy==2.4.6",
         "tqdm==4.70.1",
         # espeak-ng's library and voices, for the synthetic demo corpus (no root needed)

@@ -13,6 +13,15 @@ from iemocap_prepare import prepare_iemocap
 from iemocap_tree import build_tree
 
 
+def load_hparams(tiny_encoder, release, output, **overrides):
+    """mtl.yaml with the tiny encoder, the given corpus and output folder, and overrides."""
+    with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
+        return load_hyperpyyaml(f, {
+            "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
+            "num_workers": 0, **overrides,
+        })
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("joint")
@@ -20,11 +29,7 @@ def setup(tmp_path_factory, tiny_encoder):
 
     def make(alpha, beta):
         output = str(root / f"exp_{alpha}_{beta}")
-        with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
-            hparams = load_hyperpyyaml(f, {
-                "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
-                "alpha": alpha, "beta": beta, "num_workers": 0,
-            })
+        hparams = load_hparams(tiny_encoder, release, output, alpha=alpha, beta=beta)
         prepare_iemocap(release, output)
         datasets, encoders = train.dataio_prepare(hparams)
         brain = train.MTLBrain(
@@ -78,12 +83,7 @@ def test_a_zero_weight_head_gets_no_optimizer(setup, alpha, beta):
 
 def test_frozen_encoder_gets_no_optimizer(tmp_path, tiny_encoder):
     release = build_tree(str(tmp_path / "corpus"))
-    output = str(tmp_path / "frozen")
-    with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
-        hparams = load_hyperpyyaml(f, {
-            "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
-            "freeze_wav2vec2": True,
-        })
+    hparams = load_hparams(tiny_encoder, release, str(tmp_path / "frozen"), freeze_wav2vec2=True)
     brain = train.MTLBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
     brain.init_optimizers()
     assert set(brain.optimizers_dict) == {"model_optimizer"} and brain.wav2vec2_optimizer is None
@@ -92,11 +92,7 @@ def test_frozen_encoder_gets_no_optimizer(tmp_path, tiny_encoder):
 def test_speaker_count_mismatch_says_which_override(tmp_path, tiny_encoder):
     release = build_tree(str(tmp_path / "corpus"))
     output = str(tmp_path / "random")
-    with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
-        hparams = load_hyperpyyaml(f, {
-            "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
-            "protocol": "random",
-        })
+    hparams = load_hparams(tiny_encoder, release, output, protocol="random")
     prepare_iemocap(release, output, protocol="random")
     with pytest.raises(ValueError, match="train.csv has 10 speakers but n_speakers is 8: pass --n_speakers 10"):
         train.dataio_prepare(hparams)
