@@ -85,7 +85,7 @@ SENTENCES = [
 
 
 # espeak-ng voice variants, one per speaker; none of them adds breath noise
-# (the "f2" variant does, and its noise is not reproducible across processes).
+# (f2, f3 and f5 do, and that noise is not reproducible across processes).
 _FEMALE_VARIANTS = ["f1", "f4", "linda", "belinda", "anika"]
 _MALE_VARIANTS = ["m1", "m2", "m3", "m4", "m5"]
 

@@ -71,10 +71,6 @@ class MaskedPooling(torch.nn.Module):
 class EmotionHead(torch.nn.Module):
     """Utterance-level emotion classifier: masked mean pooling + MLP.
 
-    The pooled vector is standardised by batch normalisation (running
-    statistics at inference, so an utterance's output does not depend on the
-    rest of its batch in ``eval()`` mode).
-
     Arguments
     ---------
     input_size : int

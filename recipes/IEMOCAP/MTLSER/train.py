@@ -119,12 +119,11 @@ class MTLBrain(sb.Brain):
             )
         speaker_predictions = [None] * len(batch.id)
         if self.use_speaker:
-            speaker_predictions = predictions["speaker"].argmax(dim=-1).cpu().tolist()
+            best = predictions["speaker"].argmax(dim=-1)  # (batch,)
+            speaker_predictions = best.cpu().tolist()
             known = speakers >= 0
             self.speaker_counts["known"] += int(known.sum())
-            self.speaker_counts["correct"] += int(
-                (predictions["speaker"].argmax(dim=-1)[known] == speakers[known]).sum()
-            )
+            self.speaker_counts["correct"] += int((best[known] == speakers[known]).sum())
         self.rows.extend(zip(batch.id, batch.wrd, hypotheses, batch.spk_id, speaker_predictions))
 
     def on_stage_start(self, stage, epoch=None):
