@@ -23,6 +23,7 @@ setup(
         "transformers==5.24.0",
         "huggingface_hub==2.4.0",
         "safetensors==0.8.0",
+        "PyYAML==6.0.4",
         "sentencepiece==0.2.3",
         "hyperpyyaml==1.2.3",
         "soundfile==0.14.0",
@@ -38,6 +39,8 @@ setup(
         "console_scripts": [
             "mtlser-tiny-encoder=mtlser_lobes.tiny_encoder:main",
             "mtlser-demo-corpus=mtlser_lobes.demo_corpus:main",
+            "mtlser-export=mtlser_lobes.cli:export_main",
+            "mtlser-infer=mtlser_lobes.cli:main",
         ]
     },
 )

@@ -1,6 +1,8 @@
 """Small helpers shared by the recipe, the tests and the benchmarks."""
 
-__all__ = ["encoder_output_size"]
+import torch
+
+__all__ = ["encoder_output_size", "frame_lengths"]
 
 
 def encoder_output_size(encoder):
@@ -29,3 +31,44 @@ def encoder_output_size(encoder):
     48
     """
     return int(encoder.model.config.hidden_size)
+
+
+def frame_lengths(encoder, wav_lens, n_samples, n_frames):
+    """Relative lengths of the encoder frames that cover real (unpadded) audio.
+
+    SpeechBrain's relative lengths are fractions of the padded batch. Scaling
+    the waveform fraction by the frame count can be off by one frame, which
+    then lets a padded frame into the pooling; this counts the frames exactly
+    with the encoder's own convolution arithmetic, so an utterance gives the
+    same heads' output alone and inside a padded batch.
+
+    Arguments
+    ---------
+    encoder : speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The encoder lobe (its ``.model`` knows its feature-extractor strides).
+    wav_lens : torch.Tensor
+        Relative waveform lengths, (batch,).
+    n_samples : int
+        Padded waveform length.
+    n_frames : int
+        Number of frames the encoder returned for the padded batch.
+
+    Returns
+    -------
+    torch.Tensor
+        Relative frame lengths, (batch,), such that
+        ``round(lengths * n_frames)`` is the exact number of real frames.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+    >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    >>> encoder = Wav2Vec2(save_tiny_wav2vec2(tempfile.mkdtemp()), save_path=tempfile.mkdtemp())
+    >>> lengths = frame_lengths(encoder, torch.tensor([1.0, 0.95]), 16000, 49)
+    >>> torch.round(lengths * 49).tolist()  # 15200 samples: 47 frames, not round(46.55)
+    [49.0, 47.0]
+    """
+    samples = torch.round(wav_lens * n_samples).long()
+    frames = encoder.model._get_feat_extract_output_lengths(samples)
+    return frames.clamp(min=1, max=n_frames).to(wav_lens.dtype) / n_frames

@@ -20,7 +20,8 @@ On IEMOCAP (leave-one-session-out, test on session 5)::
 
 Re-running the same command resumes from the last checkpoint. Test results go
 to ``<output_folder>/test_results.json`` and ``predictions.csv``, evaluated
-with the checkpoint of best validation UA.
+with the checkpoint of best validation UA, which is then exported to
+``<output_folder>/model`` for ``mtlser-infer`` and ``MTLSER.from_hparams``.
 
 Authors
  * MTLSER developers
@@ -38,6 +39,8 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.demo_corpus import generate_demo_corpus
+from mtlser_lobes.export import export_model
+from mtlser_lobes.helpers import frame_lengths
 from mtlser_lobes.metrics import EmotionMetricTracker
 from mtlser_lobes.text import ctc_label_encoder
 
@@ -62,28 +65,34 @@ class MTLBrain(sb.Brain):
 
         Returns a dict of log-probabilities: ``emotion`` (batch, n_emotions),
         and, when their weight is positive, ``ctc`` (batch, frames, n_tokens)
-        and ``speaker`` (batch, n_speakers).
+        and ``speaker`` (batch, n_speakers); ``feat_lens`` are the relative
+        frame lengths (batch,).
         """
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         feats = self.modules.wav2vec2(wavs, wav_lens)  # (batch, samples) -> (batch, frames, hidden)
-        predictions = {"emotion": self.modules.emotion_head(feats, wav_lens)}
+        # Relative lengths in frames, exact, so that padding never enters the pooling
+        feat_lens = frame_lengths(self.modules.wav2vec2, wav_lens, wavs.shape[1], feats.shape[1])
+        predictions = {
+            "feat_lens": feat_lens,
+            "emotion": self.modules.emotion_head(feats, feat_lens),
+        }
         if self.use_ctc:
             predictions["ctc"] = self.modules.ctc_head(feats)
         if self.use_speaker:
-            predictions["speaker"] = self.modules.speaker_head(feats, wav_lens)
+            predictions["speaker"] = self.modules.speaker_head(feats, feat_lens)
         return predictions
 
     def compute_objectives(self, predictions, batch, stage):
         """Returns ``L_emotion + alpha * L_ctc + beta * L_speaker``; feeds the metrics."""
-        _, wav_lens = batch.sig
+        feat_lens = predictions["feat_lens"]
         emotions = batch.emo_encoded.data.view(-1)  # (batch,)
         terms = {"emotion": torch.nn.functional.nll_loss(predictions["emotion"], emotions)}
         loss = terms["emotion"]
         if self.use_ctc:
             tokens, token_lens = batch.tokens
             terms["ctc"] = sb.nnet.losses.ctc_loss(
-                predictions["ctc"], tokens, wav_lens, token_lens, self.hparams.blank_index
+                predictions["ctc"], tokens, feat_lens, token_lens, self.hparams.blank_index
             )
             loss = loss + self.hparams.alpha * terms["ctc"]
         speakers = batch.spk_encoded.data.view(-1)  # (batch,), -1 for unseen speakers
@@ -103,12 +112,11 @@ class MTLBrain(sb.Brain):
     @torch.no_grad()
     def _update_metrics(self, predictions, batch, speakers):
         """Feeds the emotion, CER/WER and speaker trackers with one batch."""
-        _, wav_lens = batch.sig
         self.emotion_metrics.append(batch.id, predictions["emotion"], batch.emo_encoded.data)
         hypotheses = [""] * len(batch.id)
         if self.use_ctc:
             sequences = sb.decoders.ctc_greedy_decode(
-                predictions["ctc"], wav_lens, blank_id=self.hparams.blank_index
+                predictions["ctc"], predictions["feat_lens"], blank_id=self.hparams.blank_index
             )
             hypotheses = ["".join(self.tokenizer.decode_ndim(seq)) for seq in sequences]
             self.cer_metric.append(
@@ -409,6 +417,11 @@ def main(argv):
         max_key="UA",
         test_loader_kwargs=hparams["test_dataloader_options"],
     )
+    if hparams["export_inference_model"]:
+        run_on_main(
+            export_model,
+            kwargs={"experiment_folder": hparams["output_folder"], "model_folder": hparams["model_folder"]},
+        )
 
 
 if __name__ == "__main__":

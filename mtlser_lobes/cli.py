@@ -1,0 +1,165 @@
+"""``mtlser-infer``: emotion, transcript and speaker of audio files from the shell.
+
+::
+
+    mtlser-infer MODEL_DIR a.wav b.flac recordings/ [--json] [--device cuda:0]
+                 [--segment_s 10] [--enroll NAME=x.wav,y.wav] [--batch_size 8]
+
+Folders are searched recursively for audio files. Prints a table (or one JSON
+object per file with ``--json``); a file that cannot be processed gets an
+error row and a line on stderr. The exit status is 0 when at least one file
+was answered, 1 when none was, 2 for bad arguments.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+__all__ = ["main", "AUDIO_EXTENSIONS"]
+
+#: Extensions picked up when a folder is given.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".sph", ".w64")
+
+
+def find_audio(inputs):
+    """Files named on the command line, plus the audio files under named folders (sorted)."""
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = []
+            for root, _, names in os.walk(item):
+                found += [os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+            files += sorted(found)
+        else:
+            files.append(item)  # missing or unreadable files are reported per file
+    return files
+
+
+def _parse_enroll(values):
+    speakers = {}
+    for value in values:
+        name, sep, paths = value.partition("=")
+        if not sep or not name or not paths:
+            raise argparse.ArgumentTypeError(f"--enroll takes NAME=a.wav,b.wav, not {value!r}")
+        speakers[name] = paths.split(",")
+    return speakers
+
+
+def _table(results):
+    """Fixed-width table of the results (one row per file or window)."""
+    header = ["file", "start", "end", "emotion", "p", "speaker", "score", "text"]
+    rows = []
+    for result in results:
+        items = result["segments"] if "segments" in result else [result]
+        if "segments" in result:
+            items = [dict(result["overall"], start_s="all", end_s="")] + items
+        for item in items:
+            if item.get("error"):
+                rows.append([item["source"], "" if item.get("start_s") is None else str(item["start_s"]),
+                             "" if item.get("end_s") is None else str(item["end_s"]),
+                             "ERROR", "", "", "", item["error"]])
+                continue
+            rows.append([
+                item["source"],
+                "" if item.get("start_s") is None else str(item["start_s"]),
+                "" if item.get("end_s") is None else str(item["end_s"]),
+                item["emotion"],
+                f"{item['probabilities'][item['emotion']]:.2f}",
+                item["speaker"],
+                f"{item['speaker_score']:.2f}",
+                item["text"],
+            ])
+    if all(row[1] == "" and row[2] == "" for row in rows):
+        header, rows = [h for i, h in enumerate(header) if i not in (1, 2)], [r[:1] + r[3:] for r in rows]
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+    widths[-1] = 0  # the text column is not padded
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point of ``mtlser-infer``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="mtlser-infer",
+        description="Emotion (with probabilities), transcript and speaker of audio files, "
+        "from a model folder written by train.py or mtlser-export.",
+    )
+    parser.add_argument("model_dir", help="exported model folder (holds hyperparams.yaml)")
+    parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--segment_s", type=float, default=None,
+                        help="split each file into windows of this many seconds and give a timeline")
+    parser.add_argument("--batch_size", type=int, default=1, help="files (or windows) encoded together")
+    parser.add_argument("--enroll", action="append", default=[], metavar="NAME=a.wav,b.wav",
+                        help="add a speaker from recordings before predicting (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    args = parser.parse_args(argv)
+    try:
+        enroll = _parse_enroll(args.enroll)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    if not os.path.isfile(os.path.join(args.model_dir, "hyperparams.yaml")):
+        parser.error(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("speechbrain", "transformers", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from tqdm import tqdm
+
+    from mtlser_lobes.interface import MTLSER, AudioError
+
+    model = MTLSER.from_hparams(source=args.model_dir, run_opts={"device": args.device})
+    for name, paths in enroll.items():
+        try:
+            model.enroll(name, paths)
+        except (AudioError, ValueError) as error:
+            print(f"mtlser-infer: cannot enroll {name}: {error}", file=sys.stderr)
+            return 2
+
+    files = find_audio(args.inputs)
+    results = []
+    progress = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
+    if args.segment_s is None:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start : start + args.batch_size]
+            results += [p.to_dict() for p in model.predict_files(chunk, batch_size=args.batch_size)]
+            progress.update(len(chunk))
+    else:
+        for path in files:
+            try:
+                results.append(model.predict_file(path, segment_s=args.segment_s, batch_size=args.batch_size).to_dict())
+            except AudioError as error:
+                results.append({"source": path, "error": str(error)})
+            progress.update(1)
+    progress.close()
+
+    for result in results:
+        if result.get("error"):
+            print(f"mtlser-infer: {result['error']}", file=sys.stderr)
+    if args.json:
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(_table(results))
+    answered = sum(1 for r in results if not r.get("error"))
+    if not args.quiet:
+        print(f"{answered} of {len(files)} file(s) answered", file=sys.stderr)
+    return 0 if answered else 1
+
+
+def export_main(argv=None):
+    """Entry point of ``mtlser-export`` (see :func:`mtlser_lobes.export.main`)."""
+    from mtlser_lobes.export import main as export
+
+    return export(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

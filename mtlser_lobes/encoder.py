@@ -1,0 +1,51 @@
+"""The wav2vec 2.0 encoder of an exported model, built from its config alone.
+
+SpeechBrain's :class:`~speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2`
+lobe needs a hub name or a folder to read its config from when it is built.
+An exported model carries the config inside its ``hyperparams.yaml`` instead,
+so it loads without the network or the training folder; the forward pass is
+the lobe's own, unchanged, so inference computes what training computed.
+"""
+
+import torch
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+__all__ = ["Wav2Vec2FromConfig"]
+
+
+class Wav2Vec2FromConfig(Wav2Vec2):
+    """SpeechBrain's wav2vec 2.0 lobe, built from a config dict (weights loaded later).
+
+    Arguments
+    ---------
+    config : dict
+        The Hugging Face ``Wav2Vec2Config`` as a dict (``config.to_dict()``).
+    normalize_wav : bool
+        Layer-normalise each waveform first (the feature extractor's
+        ``do_normalize`` of the trained encoder).
+    output_norm : bool
+        Layer-normalise the output, as the training lobe's ``output_norm``.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config
+    >>> config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    ...                         intermediate_size=32, conv_dim=(8,) * 7).to_dict()
+    >>> encoder = Wav2Vec2FromConfig(config)
+    >>> encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 49, 16])
+    """
+
+    def __init__(self, config, normalize_wav=False, output_norm=False):
+        torch.nn.Module.__init__(self)  # skips the lobe's download-and-load constructor
+        self.config = Wav2Vec2Config(**config)
+        self.config.apply_spec_augment = False
+        self.model = Wav2Vec2Model(self.config)
+        self.model.eval()
+        self.normalize_wav = normalize_wav
+        self.output_norm = output_norm
+        self.output_all_hiddens = False
+        self.freeze_feature_extractor = True
+        self.freeze = True
+        self.freeze_model(self.model)

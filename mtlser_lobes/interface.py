@@ -1,0 +1,489 @@
+"""Inference: emotion, transcript and speaker of any audio, in one encoder pass.
+
+Load a folder written by :mod:`mtlser_lobes.export` (or ``train.py``)::
+
+    from mtlser_lobes.interface import MTLSER
+    model = MTLSER.from_hparams(source="results/.../model")
+    prediction = model.predict_file("speech.wav")
+    prediction.emotion, prediction.probabilities, prediction.text, prediction.speaker
+
+or, SpeechBrain's way for custom classes,
+``foreign_class(source=folder)`` (the folder's ``custom.py`` names this class).
+
+Audio at any sample rate and channel count is resampled to the model's rate
+and mixed to mono (with a log line); empty, too short, silent, non-finite or
+undecodable input raises :class:`AudioError` (in a batch: that item gets the
+error, the others are answered).
+"""
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import soundfile
+import torch
+from speechbrain.decoders import ctc_greedy_decode
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.logger import get_logger
+
+from mtlser_lobes.helpers import frame_lengths
+from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
+
+logger = get_logger(__name__)
+
+__all__ = ["MTLSER", "AudioError", "Prediction", "Segment", "Timeline"]
+
+
+class AudioError(ValueError):
+    """Input audio the model cannot answer for; the message says why."""
+
+
+@dataclass
+class Prediction:
+    """The model's answers for one utterance.
+
+    ``probabilities`` maps every emotion class to its probability;
+    ``speaker_score`` is the cosine similarity to the closest known speaker
+    (``speaker`` is ``"unknown"`` below the model's threshold). ``error`` is set
+    (and the answers are ``None``) when the input could not be processed.
+    """
+
+    source: str = None
+    duration_s: float = None
+    emotion: str = None
+    probabilities: dict = None
+    text: str = None
+    speaker: str = None
+    speaker_score: float = None
+    error: str = None
+
+    def to_dict(self):
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class Segment(Prediction):
+    """A window of a long recording: a :class:`Prediction` with its time span."""
+
+    start_s: float = None
+    end_s: float = None
+
+
+@dataclass
+class Timeline:
+    """A long recording: one answer per window and one for the whole file.
+
+    ``overall`` averages the windows' emotion probabilities weighted by their
+    duration, joins their transcripts and identifies the speaker from the mean
+    of their speaker embeddings; silent or too-short windows are left out.
+    """
+
+    overall: Prediction
+    segments: list = field(default_factory=list)
+
+    def to_dict(self):
+        """A JSON-ready dict."""
+        return {"overall": self.overall.to_dict(), "segments": [s.to_dict() for s in self.segments]}
+
+
+class MTLSER(Pretrained):
+    """The exported three-head model: emotion, CTC transcript and speaker.
+
+    One wav2vec 2.0 pass per utterance feeds all three heads. With an encoder
+    whose output depends on padding (group-norm feature extractor, as in
+    ``wav2vec2-base``), batches are encoded one utterance at a time, so an
+    answer never depends on what else is in the batch; padding-invariant
+    (layer-norm) encoders run padded batches.
+
+    Speakers: the training speakers are known from export; :meth:`enroll` adds
+    new ones from a few recordings, identified by cosine similarity of the
+    speaker head's embedding; below ``speaker_threshold`` the answer is
+    ``"unknown"``. Set ``enrolled_only = True`` to name enrolled speakers only.
+
+    Example (a trained model is needed, so this is not run as a doctest)::
+
+        model = MTLSER.from_hparams(source="results/.../model")
+        model.predict_file("speech.wav").emotion  # e.g. 'ang'
+        model.enroll("anna", ["anna1.wav", "anna2.wav"])
+        model.predict_file("meeting.wav", segment_s=10).segments
+    """
+
+    HPARAMS_NEEDED = [
+        "sample_rate", "min_duration_s", "silence_peak", "speaker_threshold", "blank_index",
+        "label_encoder", "tokenizer", "speaker_encoder",
+    ]
+    MODULES_NEEDED = ["wav2vec2", "emotion_head", "ctc_head", "speaker_head", "speaker_gallery"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        labels = self.hparams.label_encoder
+        labels.expect_len(self.mods.emotion_head.classifier[-1].out_features)
+        self.emotion_classes = [labels.ind2lab[i] for i in range(len(labels))]
+        speakers = self.hparams.speaker_encoder
+        speakers.expect_len(self.mods.speaker_gallery.centroids.shape[0])
+        self.trained_speakers = [speakers.ind2lab[i] for i in range(len(speakers))]
+        self.tokenizer = self.hparams.tokenizer
+        self.tokenizer.expect_len(self.mods.ctc_head.linear.out_features)
+        self.sample_rate = self.hparams.sample_rate
+        self.speaker_threshold = float(self.hparams.speaker_threshold)
+        self.enrolled = {}  # name -> unit-length centroid (embedding_dim,)
+        #: Name only enrolled speakers (e.g. the members of one household).
+        self.enrolled_only = False
+        self.pads_batches = self.mods.wav2vec2.model.config.feat_extract_norm == "layer"
+
+    # ------------------------------------------------------------------ audio
+    def _describe(self, sample_rate, channels):
+        return f"{sample_rate} Hz " + ("mono" if channels == 1 else "stereo" if channels == 2 else f"{channels}-channel")
+
+    def _to_model_audio(self, audio, sample_rate, name, log=True):
+        """(time, channels) float array at any rate -> (time,) tensor at the model's rate."""
+        audio = torch.as_tensor(audio, dtype=torch.float32)
+        if audio.dim() == 1:
+            audio = audio.unsqueeze(1)
+        channels = audio.shape[1]
+        self.check_waveform(audio, name, sample_rate)
+        if sample_rate == self.sample_rate and channels == 1:
+            return audio[:, 0]
+        if log:
+            logger.info(
+                f"{name}: {self._describe(sample_rate, channels)}: resampled to "
+                f"{self.sample_rate} Hz mono" if sample_rate != self.sample_rate
+                else f"{name}: {self._describe(sample_rate, channels)}: mixed down to mono"
+            )
+        return self.audio_normalizer(audio, sample_rate)  # (time, channels) -> (time,)
+
+    def check_waveform(self, audio, name="input", sample_rate=None):
+        """Raises :class:`AudioError` for empty, non-finite, too short or silent audio.
+
+        Arguments
+        ---------
+        audio : torch.Tensor
+            (time,) or (time, channels).
+        name : str
+            How to call the input in the message.
+        sample_rate : int
+            Of ``audio``; default the model's.
+        """
+        sample_rate = sample_rate or self.sample_rate
+        n_samples = audio.shape[0]
+        if n_samples == 0:
+            raise AudioError(f"{name}: is empty (0 samples)")
+        if not torch.isfinite(audio).all():
+            raise AudioError(f"{name}: contains NaN or infinite samples")
+        duration = n_samples / sample_rate
+        if duration < self.hparams.min_duration_s:
+            raise AudioError(
+                f"{name}: is too short ({duration:.3f} s); at least "
+                f"{self.hparams.min_duration_s:.2f} s is needed"
+            )
+        peak = float(audio.abs().max())
+        if peak < self.hparams.silence_peak:
+            raise AudioError(f"{name}: is silent (peak amplitude {peak:.1e})")
+
+    def load_audio(self, path, savedir=None):
+        """Reads a file, checks it and returns (time,) at the model's rate, mono.
+
+        Raises :class:`AudioError` if it is missing, undecodable or unusable.
+        """
+        path = str(path)
+        if not os.path.isfile(path):
+            raise AudioError(f"{path}: no such file")
+        try:
+            audio, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+        return self._to_model_audio(audio, sample_rate, path)
+
+    # ---------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward(self, wavs, wav_lens=None):
+        """Runs the model on a padded batch (at the model's rate, mono).
+
+        Returns, per utterance, a dict with ``emotion`` log-probabilities
+        (n_emotions,), ``ctc`` log-probabilities (frames, n_tokens) and the
+        speaker ``embedding`` (embedding_dim,).
+        """
+        wavs = wavs.to(self.device, torch.float32)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=self.device)
+        wav_lens = wav_lens.to(self.device, torch.float32)
+        if self.pads_batches or wavs.shape[0] == 1:
+            return self._forward_padded(wavs, wav_lens)
+        outputs = []
+        for wav, relative in zip(wavs, wav_lens):
+            n_samples = int(torch.round(relative * wavs.shape[1]))
+            outputs.extend(self._forward_padded(wav[None, :n_samples], torch.ones(1, device=self.device)))
+        return outputs
+
+    def _forward_padded(self, wavs, wav_lens):
+        with self.inference_ctx:
+            feats = self.mods.wav2vec2(wavs, wav_lens)  # (batch, samples) -> (batch, frames, hidden)
+            feat_lens = frame_lengths(self.mods.wav2vec2, wav_lens, wavs.shape[1], feats.shape[1])
+            emotion = self.mods.emotion_head(feats, feat_lens)  # (batch, n_emotions)
+            ctc = self.mods.ctc_head(feats)  # (batch, frames, n_tokens)
+            embedding = self.mods.speaker_head.embed(feats, feat_lens)  # (batch, embedding_dim)
+        n_frames = torch.round(feat_lens * feats.shape[1]).long().tolist()
+        return [
+            {"emotion": emotion[i].float(), "ctc": ctc[i, : n_frames[i]].float(), "embedding": embedding[i].float()}
+            for i in range(wavs.shape[0])
+        ]
+
+    def _answer(self, outputs, sources, durations):
+        """Model outputs -> :class:`Prediction` objects."""
+        if not outputs:
+            return []
+        embeddings = torch.stack([o["embedding"] for o in outputs])
+        speakers, scores = self.identify(embeddings)
+        predictions = []
+        for output, source, duration, speaker, score in zip(outputs, sources, durations, speakers, scores):
+            probabilities = output["emotion"].exp().cpu()
+            tokens = ctc_greedy_decode(output["ctc"][None], torch.ones(1, device=output["ctc"].device),
+                                       blank_id=self.hparams.blank_index)[0]
+            predictions.append(Prediction(
+                source=source,
+                duration_s=round(duration, 3),
+                emotion=self.emotion_classes[int(probabilities.argmax())],
+                probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, probabilities)},
+                text="".join(self.tokenizer.decode_ndim(tokens)).strip(),
+                speaker=speaker,
+                speaker_score=score,
+            ))
+        return predictions
+
+    # ----------------------------------------------------------- predictions
+    def predict_batch(self, wavs, wav_lens=None, sources=None):
+        """Answers a padded batch of waveforms at the model's rate (mono).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            (batch, samples).
+        wav_lens : torch.Tensor, optional
+            Relative lengths (batch,), SpeechBrain's convention; default all 1.
+        sources : list of str, optional
+            Names for the items (used in messages and results).
+
+        Returns
+        -------
+        list of Prediction
+            One per item, in order; an item that cannot be answered has its
+            ``error`` set and the others are still answered.
+        """
+        wavs = torch.as_tensor(wavs)
+        if wavs.dim() == 1:
+            wavs = wavs[None]
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        sources = list(sources) if sources is not None else [f"item {i}" for i in range(wavs.shape[0])]
+        results, good = [None] * wavs.shape[0], []
+        for i, relative in enumerate(wav_lens.tolist()):
+            n_samples = int(round(relative * wavs.shape[1]))
+            try:
+                self.check_waveform(wavs[i, :n_samples].cpu(), sources[i])
+                good.append(i)
+            except AudioError as error:
+                results[i] = Prediction(source=sources[i], duration_s=round(n_samples / self.sample_rate, 3),
+                                        error=str(error))
+        if good:
+            index = torch.tensor(good)
+            outputs = self.forward(wavs[index], wav_lens[index])
+            durations = [float(wav_lens[i]) * wavs.shape[1] / self.sample_rate for i in good]
+            for i, prediction in zip(good, self._answer(outputs, [sources[i] for i in good], durations)):
+                results[i] = prediction
+        return results
+
+    def predict_file(self, path, segment_s=None, batch_size=8):
+        """Answers one audio file.
+
+        Arguments
+        ---------
+        path : str
+            Any format soundfile reads (wav, flac, ogg, mp3, ...), any rate and
+            channel count.
+        segment_s : float, optional
+            Split into windows of this many seconds and return a
+            :class:`Timeline`; the file is streamed, so memory does not grow
+            with its length.
+        batch_size : int
+            Windows encoded together (with ``segment_s``).
+
+        Returns
+        -------
+        Prediction or Timeline
+
+        Raises
+        ------
+        AudioError
+            If the file is missing, undecodable, empty, too short, silent or
+            not finite (with ``segment_s``: if no window can be answered).
+        """
+        if segment_s is not None:
+            return self._predict_long(str(path), float(segment_s), batch_size)
+        wav = self.load_audio(path)
+        return self._answer(self.forward(wav[None]), [str(path)], [wav.shape[0] / self.sample_rate])[0]
+
+    def predict_files(self, paths, batch_size=1):
+        """Answers many files; a file that fails gets its ``error`` set instead of raising.
+
+        Files are read and encoded ``batch_size`` at a time.
+        """
+        results = []
+        for start in range(0, len(paths), batch_size):
+            chunk = [str(p) for p in paths[start : start + batch_size]]
+            wavs, names, slots = [], [], []
+            for path in chunk:
+                try:
+                    wavs.append(self.load_audio(path))
+                    names.append(path)
+                    slots.append(len(results))
+                    results.append(None)
+                except AudioError as error:
+                    results.append(Prediction(source=path, error=str(error)))
+            if wavs:
+                longest = max(w.shape[0] for w in wavs)
+                batch = torch.zeros(len(wavs), longest)
+                for i, wav in enumerate(wavs):
+                    batch[i, : wav.shape[0]] = wav
+                lens = torch.tensor([w.shape[0] / longest for w in wavs])
+                for slot, prediction in zip(slots, self.predict_batch(batch, lens, names)):
+                    results[slot] = prediction
+        return results
+
+    def _predict_long(self, path, segment_s, batch_size):
+        """Streams a file window by window: (timeline, overall)."""
+        if segment_s < self.hparams.min_duration_s:
+            raise ValueError(f"segment_s must be at least {self.hparams.min_duration_s} s, not {segment_s}")
+        if not os.path.isfile(path):
+            raise AudioError(f"{path}: no such file")
+        try:
+            sound = soundfile.SoundFile(path)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+        segments, embeddings, pending = [], [], []
+
+        def flush():
+            if not pending:
+                return
+            outputs = self.forward(torch.stack([wav for _, wav in pending]))
+            segment_list = [segment for segment, _ in pending]
+            answers = self._answer(outputs, [path] * len(pending), [s.end_s - s.start_s for s in segment_list])
+            for segment, answer, output in zip(segment_list, answers, outputs):
+                for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
+                    setattr(segment, key, getattr(answer, key))
+                embeddings.append((segment.end_s - segment.start_s, output["embedding"].cpu()))
+            pending.clear()
+
+        with sound:
+            rate, block = sound.samplerate, max(1, int(round(segment_s * sound.samplerate)))
+            if rate != self.sample_rate or sound.channels != 1:
+                logger.info(f"{path}: {self._describe(rate, sound.channels)}: resampled to "
+                            f"{self.sample_rate} Hz mono, window by window")
+            start = 0
+            while True:
+                try:
+                    audio = sound.read(block, dtype="float32", always_2d=True)
+                except (soundfile.LibsndfileError, RuntimeError) as error:
+                    raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+                if audio.shape[0] == 0:
+                    break
+                segment = Segment(source=path, start_s=round(start / rate, 3),
+                                  end_s=round((start + audio.shape[0]) / rate, 3))
+                segment.duration_s = round(segment.end_s - segment.start_s, 3)
+                start += audio.shape[0]
+                segments.append(segment)
+                try:
+                    wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
+                except AudioError as error:
+                    segment.error = str(error)
+                    continue
+                if pending and pending[0][1].shape[0] != wav.shape[0]:
+                    flush()
+                pending.append((segment, wav))
+                if len(pending) >= batch_size:
+                    flush()
+            flush()
+
+        answered = [s for s in segments if s.error is None]
+        if not answered:
+            reason = segments[0].error if segments else f"{path}: is empty (0 samples)"
+            raise AudioError(f"{path}: no window could be answered ({reason})")
+        weights = torch.tensor([s.end_s - s.start_s for s in answered])
+        probabilities = torch.tensor([[s.probabilities[c] for c in self.emotion_classes] for s in answered])
+        mean = (weights[:, None] * probabilities).sum(dim=0) / weights.sum()
+        mean_embedding = sum(w * e for w, e in embeddings) / sum(w for w, _ in embeddings)  # (dim,)
+        speaker, score = self.identify(mean_embedding[None])
+        overall = Prediction(
+            source=path,
+            duration_s=round(start / rate, 3),
+            emotion=self.emotion_classes[int(mean.argmax())],
+            probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, mean)},
+            text=" ".join(s.text for s in answered if s.text),
+            speaker=speaker[0],
+            speaker_score=score[0],
+        )
+        return Timeline(overall=overall, segments=segments)
+
+    # --------------------------------------------------------------- speakers
+    @property
+    def speakers(self):
+        """Every speaker the model can name: the training ones (unless
+        ``enrolled_only``), then the enrolled ones."""
+        return ([] if self.enrolled_only else self.trained_speakers) + list(self.enrolled)
+
+    def _gallery(self):
+        centroids = self.mods.speaker_gallery.centroids  # (speakers, dim), unit length
+        if self.enrolled_only:
+            centroids = centroids[:0]
+        if self.enrolled:
+            centroids = torch.cat([centroids, torch.stack(list(self.enrolled.values())).to(centroids)])
+        return centroids
+
+    def identify(self, embeddings, threshold=None):
+        """Closest known speaker of each embedding (batch, dim), or "unknown".
+
+        Returns the labels and the cosine similarities.
+        """
+        threshold = self.speaker_threshold if threshold is None else threshold
+        centred = self.mods.speaker_gallery.centre(embeddings.to(self.device))
+        return identify(centred, self._gallery(), self.speakers, threshold)
+
+    def embed_files(self, paths):
+        """Speaker embeddings of some files, (n_files, embedding_dim); raises :class:`AudioError`."""
+        embeddings = []
+        for path in paths:
+            wav = self.load_audio(path)
+            embeddings.append(self.forward(wav[None])[0]["embedding"].cpu())
+        return torch.stack(embeddings)
+
+    def enroll(self, name, wav_paths):
+        """Adds (or replaces) a speaker from a few recordings of their voice.
+
+        Arguments
+        ---------
+        name : str
+            The label later predictions give; must not be a training speaker
+            or "unknown".
+        wav_paths : list of str
+            Recordings of that speaker (a few seconds each; more is better).
+
+        Returns
+        -------
+        int
+            Number of recordings used.
+        """
+        if name in self.trained_speakers or name == UNKNOWN_SPEAKER:
+            raise ValueError(f"{name!r} is a training speaker or reserved: choose another name")
+        wav_paths = [wav_paths] if isinstance(wav_paths, (str, os.PathLike)) else list(wav_paths)
+        if not wav_paths:
+            raise ValueError(f"enroll({name!r}) needs at least one recording")
+        embeddings = self.embed_files(wav_paths).to(self.device)
+        self.enrolled[name] = centroid(self.mods.speaker_gallery.centre(embeddings))
+        logger.info(f"enrolled speaker {name!r} from {len(wav_paths)} recording(s)")
+        return len(wav_paths)
+
+    def forget(self, name):
+        """Removes an enrolled speaker."""
+        if name not in self.enrolled:
+            raise KeyError(f"{name!r} is not enrolled (enrolled: {sorted(self.enrolled)})")
+        del self.enrolled[name]
+
