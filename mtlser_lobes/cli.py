@@ -107,13 +107,14 @@ def main(argv=None):
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("speechbrain", "transformers", "httpx", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.root.handlers:  # this tool's info lines; only warnings from the libraries
+        handler.addFilter(lambda record: record.name.startswith("mtlser") or record.levelno >= logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from tqdm import tqdm
 
     from mtlser_lobes.interface import MTLSER, AudioError
+
 
     model = MTLSER.from_hparams(source=args.model_dir, run_opts={"device": args.device})
     for name, paths in enroll.items():
