@@ -65,9 +65,9 @@ def frame_lengths(encoder, wav_lens, n_samples, n_frames):
     >>> from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
     >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
     >>> encoder = Wav2Vec2(save_tiny_wav2vec2(tempfile.mkdtemp()), save_path=tempfile.mkdtemp())
-    >>> lengths = frame_lengths(encoder, torch.tensor([1.0, 0.95]), 16000, 49)
-    >>> torch.round(lengths * 49).tolist()  # 15200 samples: 47 frames, not round(46.55)
-    [49.0, 47.0]
+    >>> lengths = frame_lengths(encoder, torch.tensor([1.0, 0.1185]), 16000, 49)
+    >>> torch.round(lengths * 49).tolist()  # 1896 samples: 5 frames, not round(5.81) = 6
+    [49.0, 5.0]
     """
     samples = torch.round(wav_lens * n_samples).long()
     frames = encoder.model._get_feat_extract_output_lengths(samples)
