@@ -32,6 +32,9 @@ logger = get_logger(__name__)
 
 __all__ = ["MTLSER", "AudioError", "Prediction", "Segment", "Timeline"]
 
+#: What soundfile raises for a file it cannot decode.
+_DECODE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError)
+
 
 class AudioError(ValueError):
     """Input audio the model cannot answer for; the message says why."""
@@ -190,7 +193,7 @@ class MTLSER(Pretrained):
             raise AudioError(f"{path}: no such file")
         try:
             audio, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        except _DECODE_ERRORS as error:
             raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
         return self._to_model_audio(audio, sample_rate, path)
 
@@ -357,7 +360,7 @@ class MTLSER(Pretrained):
             raise AudioError(f"{path}: no such file")
         try:
             sound = soundfile.SoundFile(path)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        except _DECODE_ERRORS as error:
             raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
         segments, embeddings, pending = [], [], []
 
@@ -382,7 +385,7 @@ class MTLSER(Pretrained):
             while True:
                 try:
                     audio = sound.read(block, dtype="float32", always_2d=True)
-                except (soundfile.LibsndfileError, RuntimeError) as error:
+                except _DECODE_ERRORS as error:
                     raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
                 if audio.shape[0] == 0:
                     break
