@@ -31,10 +31,18 @@ setup(
         "scipy==1.17.1",
         "numpy==2.4.6",
         "tqdm==4.70.1",
+        # plots of the cross-validation studies (run_experiments.py)
+        "matplotlib==3.11.2",
         # espeak-ng's library and voices, for the synthetic demo corpus (no root needed)
         "espeakng-loader==0.2.4",
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={
+        # run_experiments.py --launcher submitit (Slurm) / --launcher ray
+        "slurm": ["submitit==1.5.4"],
+        "ray": ["ray==2.60.0"],
+        # submitit's local executor exercises the cluster launcher in the tests
+        "test": ["pytest==9.2.0", "submitit==1.5.4"],
+    },
     entry_points={
         "console_scripts": [
             "mtlser-tiny-encoder=mtlser_lobes.tiny_encoder:main",

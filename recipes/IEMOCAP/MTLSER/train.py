@@ -213,7 +213,9 @@ class MTLBrain(sb.Brain):
             results["speaker_note"] = "speaker head off (beta = 0)"
         elif "speaker_acc" not in stats:
             results["speaker_note"] = "test speakers unseen in training: accuracy undefined"
-        with open(self.hparams.test_results, "w") as out_file:
+        # Written through a rename: its presence marks a finished run (run_experiments.py).
+        temporary = self.hparams.test_results + ".tmp"
+        with open(temporary, "w") as out_file:
             json.dump(results, out_file, indent=2)
         classes = list(self.hparams.emotion_classes)
         with open(self.hparams.test_predictions, "w", newline="") as out_file:
@@ -232,6 +234,7 @@ class MTLBrain(sb.Brain):
                     + [f"{p:.4f}" for p in tracker.probabilities[i]]
                     + [words, hypothesis, speaker, speaker_label]
                 )
+        os.replace(temporary, self.hparams.test_results)
         logger.info(f"test results written to {self.hparams.test_results}")
 
     def init_optimizers(self):
