@@ -183,7 +183,7 @@ def protocol_report(cells, runs_folder, results_folder, protocol):
     """
     import csv
 
-    folds = {}
+    folds, leaks = {}, []
     for cell in cells:
         folder = os.path.join(runs_folder, cell.config, cell.fold)
         if not os.path.isfile(os.path.join(folder, experiments.RESULTS_FILE)):
@@ -197,8 +197,13 @@ def protocol_report(cells, runs_folder, results_folder, protocol):
         ).hexdigest()[:16]
         fold = folds.setdefault(cell.fold, {"configs": {}, "splits": splits, "folder": folder})
         fold["configs"][cell.config] = digest
+        if protocol == "loso":
+            try:
+                check_no_speaker_leakage(splits)
+            except PreparationError as error:
+                leaks.append(f"{cell.config} / {cell.fold}: {error}")
 
-    report = {"protocol": protocol, "folds": {}, "leaks": []}
+    report = {"protocol": protocol, "folds": {}, "leaks": leaks}
     for name, fold in sorted(folds.items()):
         splits = fold["splits"]
         seen = splits["train"] + splits["valid"]
@@ -218,11 +223,6 @@ def protocol_report(cells, runs_folder, results_folder, protocol):
         for split in ("train", "valid", "test"):
             shutil.copyfile(os.path.join(fold["folder"], f"{split}.lst"),
                             os.path.join(split_folder, f"{split}.lst"))
-        if protocol == "loso":
-            try:
-                check_no_speaker_leakage(splits)
-            except PreparationError as error:
-                report["leaks"].append(f"{name}: {error}")
         report["folds"][name] = entry
     return report
 

@@ -1,0 +1,225 @@
+"""run_experiments.py: a 2x2 loss-weight grid over 2 leave-one-session-out folds, end to end.
+
+The study trains 8 real cells (tiny encoder, demo corpus, 1 epoch) once per
+module; the tests then read its outputs, resume it, break it and check that
+nothing wrong is averaged in.
+"""
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from conftest import RECIPE_DIR
+from recipe_helpers import TINY_ENCODER_OVERRIDES
+
+pytestmark = pytest.mark.slow
+
+ALPHAS, BETAS, FOLDS = ["0", "0.1"], ["0", "0.1"], ["4", "5"]
+CONFIGS = [f"alpha{a}_beta{b}" for a in ALPHAS for b in BETAS]
+FOLD_NAMES = [f"session{s}_seed1986" for s in FOLDS]
+
+
+def run_study(args, timeout=900):
+    """``python run_experiments.py hparams/mtl.yaml ARGS`` in the recipe folder."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "run_experiments.py", "hparams/mtl.yaml", *args],
+        cwd=RECIPE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_encoder, demo_release):
+    """Runs the grid once; returns its results folder and the command's arguments."""
+    results = str(tmp_path_factory.mktemp("study"))
+    args = [
+        "--study", "grid", "--alphas", *ALPHAS, "--betas", *BETAS, "--folds", *FOLDS,
+        "--results_folder", results, "--data_folder", demo_release, "--jobs", "2",
+        "--wav2vec2_hub", tiny_encoder, "--number_of_epochs", "1", *TINY_ENCODER_OVERRIDES,
+    ]
+    result = run_study(args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "8 cells (4 configs x 2 folds): 0 finished, 8 to run" in result.stdout
+    return {"folder": results, "args": args}
+
+
+def cell_folder(study, config, fold):
+    return os.path.join(study["folder"], "runs", config, fold)
+
+
+def read_csv(path):
+    with open(path, newline="") as csv_file:
+        return list(csv.DictReader(csv_file))
+
+
+def test_grid_writes_every_output(study):
+    folder = study["folder"]
+    rows = read_csv(os.path.join(folder, "results.csv"))
+    folds = [(r["config"], r["fold"]) for r in rows if r["kind"] == "fold"]
+    assert sorted(folds) == sorted((c, f) for c in CONFIGS for f in FOLD_NAMES)
+    for kind in ("mean", "std"):
+        assert sorted(r["config"] for r in rows if r["kind"] == kind) == sorted(CONFIGS)
+        assert all(r["n_folds"] == "2" for r in rows if r["kind"] == kind)
+    results = json.load(open(os.path.join(folder, "results.json")))
+    assert results["failed"] == [] and len(results["folds"]) == 8
+    assert sorted(results["aggregates"]) == sorted(CONFIGS)
+    # Paired tests against emotion-only: 3 configs x (UA, WA), each over both folds
+    assert {(t["config"], t["metric"]) for t in results["paired_tests"]} == {
+        (c, m) for c in CONFIGS[1:] for m in ("UA", "WA")
+    }
+    assert all(t["n_pairs"] == 2 for t in results["paired_tests"])
+    table = open(os.path.join(folder, "results.md")).read()
+    assert sum(line.startswith("| 0") for line in table.splitlines()) == 4
+    assert "Wilcoxon p" in table
+    for config in CONFIGS:
+        assert os.path.getsize(os.path.join(folder, f"confusion_{config}.png")) > 0
+    assert os.path.getsize(os.path.join(folder, "grid.png")) > 0
+    # The protocol report: split lists per fold, identical to the cells', no leak
+    protocol = json.load(open(os.path.join(folder, "protocol.json")))
+    assert protocol["leaks"] == [] and sorted(protocol["folds"]) == FOLD_NAMES
+    for fold in FOLD_NAMES:
+        entry = protocol["folds"][fold]
+        assert entry["same_split_for_every_config"] and entry["test_speakers_in_train_valid"] == []
+        for split in ("train", "valid", "test"):
+            copied = open(os.path.join(folder, "splits", fold, f"{split}.lst")).read()
+            assert copied == open(os.path.join(cell_folder(study, CONFIGS[0], fold), f"{split}.lst")).read()
+            assert len(copied.split()) == entry["sizes"][split]
+
+
+def test_aggregates_equal_a_recomputation_from_the_fold_jsons(study):
+    results = json.load(open(os.path.join(study["folder"], "results.json")))
+    mean_rows = {r["config"]: r for r in read_csv(os.path.join(study["folder"], "results.csv"))
+                 if r["kind"] == "mean"}
+    for config in CONFIGS:
+        folds = [json.load(open(os.path.join(cell_folder(study, config, f), "test_results.json")))
+                 for f in FOLD_NAMES]
+        summary = results["aggregates"][config]
+        for metric in ("WA", "UA"):
+            values = [fold[metric] for fold in folds]
+            assert summary["mean"][metric] == pytest.approx(statistics.mean(values))
+            assert summary["std"][metric] == pytest.approx(statistics.stdev(values))
+            assert float(mean_rows[config][metric]) == pytest.approx(statistics.mean(values), abs=1e-4)
+        recall = [100 * fold["recall"]["sad"] for fold in folds]
+        assert summary["mean"]["recall_sad"] == pytest.approx(statistics.mean(recall))
+        if config.startswith("alpha0.1"):
+            cer = [fold["CER"] for fold in folds]
+            assert summary["mean"]["CER"] == pytest.approx(statistics.mean(cer))
+        else:
+            assert "CER" not in summary["mean"]
+        confusion = [[sum(f["confusion"][i][j] for f in folds) for j in range(4)] for i in range(4)]
+        assert summary["confusion"] == confusion
+        assert sum(map(sum, confusion)) == sum(fold["n_utterances"] for fold in folds)
+
+
+def test_heatmaps_have_the_grid_shape(study):
+    import matplotlib.image
+
+    results = json.load(open(os.path.join(study["folder"], "results.json")))
+    grid = results["grid"]
+    assert grid["alphas"] == [0.0, 0.1] and grid["betas"] == [0.0, 0.1]
+    for metric in ("UA", "WA"):
+        assert [len(row) for row in grid[metric]] == [len(BETAS)] * len(ALPHAS)
+        for i, alpha in enumerate(ALPHAS):
+            for j, beta in enumerate(BETAS):
+                expected = results["aggregates"][f"alpha{alpha}_beta{beta}"]["mean"][metric]
+                assert grid[metric][i][j] == pytest.approx(expected)
+        image = matplotlib.image.imread(os.path.join(study["folder"], f"heatmap_{metric}.png"))
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_resuming_skips_finished_cells_and_reruns_the_missing_one(study):
+    results_files = {
+        (c, f): os.path.join(cell_folder(study, c, f), "test_results.json")
+        for c in CONFIGS for f in FOLD_NAMES
+    }
+    before = {key: os.stat(path).st_mtime_ns for key, path in results_files.items()}
+    result = run_study(study["args"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8 finished, 0 to run" in result.stdout
+    assert before == {key: os.stat(path).st_mtime_ns for key, path in results_files.items()}
+
+    missing = (CONFIGS[3], FOLD_NAMES[1])
+    os.remove(results_files[missing])
+    result = run_study(study["args"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "7 finished, 1 to run" in result.stdout
+    after = {key: os.stat(path).st_mtime_ns for key, path in results_files.items()}
+    assert [key for key in before if after[key] != before[key]] == [missing]
+
+
+def test_other_train_arguments_are_refused_not_mixed_in(study):
+    args = list(study["args"])
+    args[args.index("--number_of_epochs") + 1] = "2"
+    result = run_study(args)
+    assert result.returncode != 0
+    assert "was run with other arguments" in result.stderr
+
+
+def test_a_crashing_cell_is_retried_reported_and_left_out(study):
+    config, fold = CONFIGS[1], FOLD_NAMES[0]
+    folder = cell_folder(study, config, fold)
+    backup = str(study["folder"]) + "_backup"
+    shutil.copytree(folder, backup)
+    try:
+        os.remove(os.path.join(folder, "test_results.json"))
+        with open(os.path.join(folder, "train.csv"), "w") as broken:
+            broken.write("not,a,recipe,csv\n1,2,3,4\n")
+        result = run_study(study["args"])
+        assert result.returncode == 1
+        assert f"FAILED after 2 attempt(s): {folder}" in result.stdout
+        log = open(os.path.join(folder, "runner.log")).read()
+        assert "=== attempt 2 exited with 1" in log
+        results = json.load(open(os.path.join(study["folder"], "results.json")))
+        assert [(f["config"], f["fold"]) for f in results["failed"]] == [(config, fold)]
+        summary = results["aggregates"][config]
+        assert summary["n_folds"] == 1 and summary["folds"] == [FOLD_NAMES[1]]
+        other = json.load(open(os.path.join(cell_folder(study, config, FOLD_NAMES[1]),
+                                            "test_results.json")))
+        assert summary["mean"]["UA"] == pytest.approx(other["UA"])
+        assert summary["std"]["UA"] is None
+        assert f"{config} / {fold}: failed after 2 attempt(s)" in open(
+            os.path.join(study["folder"], "results.md")).read()
+    finally:
+        shutil.rmtree(folder)
+        shutil.copytree(backup, folder)
+        shutil.rmtree(backup)
+
+
+def test_leakage_under_loso_stops_the_study(study):
+    folder = cell_folder(study, CONFIGS[2], FOLD_NAMES[1])
+    train_csv = os.path.join(folder, "train.csv")
+    original = open(train_csv).read()
+    results_json = os.path.join(study["folder"], "results.json")
+    results_before = open(results_json).read()
+    test_row = open(os.path.join(folder, "test.csv")).read().splitlines()[1]
+    try:
+        with open(train_csv, "a") as planted:
+            planted.write(test_row + "\n")
+        result = run_study(study["args"])
+        assert result.returncode == 2
+        assert "LEAKAGE" in result.stderr and test_row.split(",")[0].rsplit("_", 1)[0] in result.stderr
+        assert "LEAKAGE" in open(os.path.join(study["folder"], "protocol.md")).read()
+        assert open(results_json).read() == results_before  # nothing published from a leaky study
+    finally:
+        with open(train_csv, "w") as restored:
+            restored.write(original)
+
+
+def test_submitit_launcher_runs_a_cell(tmp_path, tiny_encoder, demo_release):
+    pytest.importorskip("submitit")
+    result = run_study([
+        "--study", "single", "--alpha", "0.1", "--beta", "0", "--folds", "5",
+        "--results_folder", str(tmp_path), "--data_folder", demo_release,
+        "--launcher", "submitit", "--submitit_cluster", "local", "--timeout_min", "10",
+        "--wav2vec2_hub", tiny_encoder, "--number_of_epochs", "1", *TINY_ENCODER_OVERRIDES,
+    ])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.load(open(tmp_path / "results.json"))
+    assert [(r["config"], r["fold"]) for r in results["folds"]] == [("alpha0.1_beta0", FOLD_NAMES[1])]
+    assert os.listdir(tmp_path / "submitit")  # submitit's own job folder
