@@ -303,6 +303,10 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
         "Mean ± sample standard deviation over the folds each configuration finished; "
         "`protocol.md` lists the splits.", "", table,
     ]
+    differing = [n for n, e in report["folds"].items() if not e["same_split_for_every_config"]]
+    if differing:
+        notes += ["", f"**The configurations did not all train on the same split in folds "
+                  f"{', '.join(differing)}** (see protocol.json): their comparison is not paired."]
     if failed:
         notes += ["", "**Cells that did not finish (left out of the averages):**", ""]
         notes += [f"- {f['config']} / {f['fold']}: {f['status']} after {f['attempts']} "
