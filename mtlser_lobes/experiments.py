@@ -436,10 +436,11 @@ def markdown_table(summaries, tests, emotion_classes, reference):
         cells += [_mean_std(summary, c) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     if tests:
+        n_pairs = max(test["n_pairs"] for test in tests)
         lines += [
             "",
-            f"Paired tests against {reference} over the folds both finished "
-            "(two-sided p-values; with 5 folds the smallest Wilcoxon p is 0.0625):",
+            f"Paired tests against {reference} over the folds both finished (two-sided p-values; "
+            f"with {n_pairs} folds the smallest exact Wilcoxon p is {2 / 2 ** n_pairs:.4g}):",
             "",
             "| config | metric | pairs | mean diff (points) | Wilcoxon p | paired t p |",
             "|---|---|---:|---:|---:|---:|",
@@ -488,10 +489,13 @@ def plot_heatmap(path, matrix, alphas, betas, metric, title):
     values = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     figure, axis = plt.subplots(figsize=(1.1 * len(betas) + 2.2, 0.9 * len(alphas) + 1.6))
     image = axis.imshow(values, cmap="viridis", aspect="auto")
+    low, high = np.nanmin(values), np.nanmax(values)
     for i in range(len(alphas)):
         for j in range(len(betas)):
             text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.1f}"
-            axis.text(j, i, text, ha="center", va="center", fontsize=8, color="white")
+            bright = not np.isnan(values[i, j]) and values[i, j] > low + 0.6 * (high - low)
+            axis.text(j, i, text, ha="center", va="center", fontsize=8,
+                      color="black" if bright else "white")
     axis.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
     axis.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     axis.set_xlabel("beta (speaker loss weight)")
