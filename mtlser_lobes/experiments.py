@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mtlser_lobes.helpers import write_text_atomically
+
 #: Metrics averaged over folds (those missing from a cell's results are skipped).
 METRICS = ("WA", "UA", "CER", "WER", "speaker_acc")
 #: File a finished cell writes last (through a rename, so it is never half-written).
@@ -387,7 +389,7 @@ def write_results_csv(path, rows, summaries, emotion_classes):
                     "n_folds": summary["n_folds"]}
             line.update({m: summary[kind].get(m) for m in metrics})
             lines.append(line)
-    _write_atomically(path, _csv_text(header, lines))
+    write_text_atomically(path, _csv_text(header, lines))
 
 
 def _csv_text(header, lines):
@@ -537,14 +539,7 @@ def _save_figure(figure, path):
     os.replace(temporary, path)
 
 
-def _write_atomically(path, text):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as out_file:
-        out_file.write(text)
-    os.replace(temporary, path)
-
-
 def write_json(path, data):
     """Writes ``data`` as indented JSON through a temporary file and a rename."""
-    _write_atomically(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 

@@ -1,8 +1,10 @@
 """Small helpers shared by the recipe, the tests and the benchmarks."""
 
+import os
+
 import torch
 
-__all__ = ["encoder_output_size", "frame_lengths"]
+__all__ = ["encoder_output_size", "frame_lengths", "write_text_atomically"]
 
 
 def encoder_output_size(encoder):
@@ -72,3 +74,22 @@ def frame_lengths(encoder, wav_lens, n_samples, n_frames):
     samples = torch.round(wav_lens * n_samples).long()
     frames = encoder.model._get_feat_extract_output_lengths(samples)
     return frames.clamp(min=1, max=n_frames).to(wav_lens.dtype) / n_frames
+
+
+def write_text_atomically(path, text):
+    """Writes ``text`` to ``path`` through a temporary file and a rename.
+
+    A reader never sees a half-written file: the old one or the new one.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> write_text_atomically(path, "done")
+    >>> open(path).read(), os.listdir(os.path.dirname(path))
+    ('done', ['a.txt'])
+    """
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as out_file:
+        out_file.write(text)
+    os.replace(temporary, path)

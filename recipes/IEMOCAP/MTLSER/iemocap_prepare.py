@@ -30,6 +30,7 @@ import soundfile as sf
 from sklearn.model_selection import train_test_split
 from speechbrain.utils.logger import get_logger
 
+from mtlser_lobes.helpers import write_text_atomically
 from mtlser_lobes.text import normalize_transcript
 
 logger = get_logger(__name__)
@@ -135,8 +136,8 @@ def prepare_iemocap(
     for split in SPLITS:
         rows = sorted(splits[split], key=lambda row: row["ID"])
         splits[split] = rows
-        _write_atomically(os.path.join(save_folder, f"{split}.csv"), _csv_text(rows))
-        _write_atomically(
+        write_text_atomically(os.path.join(save_folder, f"{split}.csv"), _csv_text(rows))
+        write_text_atomically(
             os.path.join(save_folder, f"{split}.lst"), "".join(r["ID"] + "\n" for r in rows)
         )
         classes = Counter(row["emo"] for row in rows)
@@ -145,7 +146,7 @@ def prepare_iemocap(
             f"{split}: {len(rows)} turns, {dict(sorted(classes.items()))}, speakers {speakers}"
         )
     # Written last: its presence means the CSVs above are complete.
-    _write_atomically(os.path.join(save_folder, OPTIONS_FILE), json.dumps(options, indent=2))
+    write_text_atomically(os.path.join(save_folder, OPTIONS_FILE), json.dumps(options, indent=2))
     return splits
 
 
@@ -460,11 +461,3 @@ def _csv_text(rows):
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _write_atomically(path, text):
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as out_file:
-        out_file.write(text)
-    os.replace(temporary, path)

@@ -50,6 +50,7 @@ from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes import experiments
 from mtlser_lobes.demo_corpus import generate_demo_corpus
+from mtlser_lobes.helpers import write_text_atomically
 
 RECIPE_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, RECIPE_DIR)
@@ -255,8 +256,7 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
     """Aggregates the finished cells and writes every output file; returns the summary."""
     report = protocol_report(cells, runs_folder, results_folder, args.protocol)
     experiments.write_json(os.path.join(results_folder, "protocol.json"), report)
-    with open(os.path.join(results_folder, "protocol.md"), "w") as md_file:
-        md_file.write(protocol_markdown(report))
+    write_text_atomically(os.path.join(results_folder, "protocol.md"), protocol_markdown(report))
     if report["leaks"]:
         raise LeakageError(
             "test speakers or dialogs occur in train/valid under leave-one-session-out; no "
@@ -311,8 +311,7 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
         notes += ["", "**Cells that did not finish (left out of the averages):**", ""]
         notes += [f"- {f['config']} / {f['fold']}: {f['status']} after {f['attempts']} "
                   f"attempt(s), see {f['log']}" for f in failed]
-    with open(os.path.join(results_folder, "results.md"), "w") as md_file:
-        md_file.write("\n".join(notes) + "\n")
+    write_text_atomically(os.path.join(results_folder, "results.md"), "\n".join(notes) + "\n")
     for config, summary in summaries.items():
         experiments.plot_confusion(
             os.path.join(results_folder, f"confusion_{config}.png"), summary["confusion"],
