@@ -25,20 +25,13 @@ from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.logger import get_logger
 
+from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
 from mtlser_lobes.helpers import frame_lengths
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
 logger = get_logger(__name__)
 
 __all__ = ["MTLSER", "AudioError", "Prediction", "Segment", "Timeline"]
-
-#: What soundfile raises for a file it cannot decode.
-_DECODE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError)
-
-
-class AudioError(ValueError):
-    """Input audio the model cannot answer for; the message says why."""
-
 
 @dataclass
 class Prediction:
@@ -168,20 +161,11 @@ class MTLSER(Pretrained):
             Of ``audio``; default the model's.
         """
         sample_rate = sample_rate or self.sample_rate
-        n_samples = audio.shape[0]
-        if n_samples == 0:
-            raise AudioError(f"{name}: is empty (0 samples)")
-        if not torch.isfinite(audio).all():
-            raise AudioError(f"{name}: contains NaN or infinite samples")
-        duration = n_samples / sample_rate
-        if duration < self.hparams.min_duration_s:
-            raise AudioError(
-                f"{name}: is too short ({duration:.3f} s); at least "
-                f"{self.hparams.min_duration_s:.2f} s is needed"
-            )
-        peak = float(audio.abs().max())
-        if peak < self.hparams.silence_peak:
-            raise AudioError(f"{name}: is silent (peak amplitude {peak:.1e})")
+        problem = waveform_problem(
+            audio, sample_rate, self.hparams.min_duration_s, self.hparams.silence_peak
+        )
+        if problem is not None:
+            raise AudioError(f"{name}: {problem}")
 
     def load_audio(self, path, savedir=None):
         """Reads a file, checks it and returns (time,) at the model's rate, mono.
@@ -193,7 +177,7 @@ class MTLSER(Pretrained):
             raise AudioError(f"{path}: no such file")
         try:
             audio, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
         return self._to_model_audio(audio, sample_rate, path)
 
@@ -360,7 +344,7 @@ class MTLSER(Pretrained):
             raise AudioError(f"{path}: no such file")
         try:
             sound = soundfile.SoundFile(path)
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
         segments, embeddings, pending = [], [], []
 
@@ -385,7 +369,7 @@ class MTLSER(Pretrained):
             while True:
                 try:
                     audio = sound.read(block, dtype="float32", always_2d=True)
-                except _DECODE_ERRORS as error:
+                except DECODE_ERRORS as error:
                     raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
                 if audio.shape[0] == 0:
                     break

@@ -21,7 +21,10 @@ import re
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.utils.distributed import if_main_process
 
-__all__ = ["CTC_CHARACTERS", "BLANK_INDEX", "normalize_transcript", "ctc_label_encoder"]
+__all__ = [
+    "CTC_CHARACTERS", "BLANK_INDEX", "normalize_transcript", "dropped_characters",
+    "ctc_label_encoder",
+]
 
 #: Output symbols of the CTC head besides the blank: a-z, apostrophe, space.
 CTC_CHARACTERS = list("abcdefghijklmnopqrstuvwxyz' ")
@@ -30,6 +33,7 @@ BLANK_INDEX = 0
 
 _TAGS = re.compile(r"\[[^\]]*\]|<[^>]*>|\{[^}]*\}")
 _OUTSIDE_ALPHABET = re.compile(r"[^a-z' ]")
+_PUNCTUATION = set(".,;:?!\"()\t\n\r")
 _LOOSE_APOSTROPHE = re.compile(r"(?<![a-z])'|'(?![a-z])")
 _SPACES = re.compile(r"\s+")
 
@@ -57,6 +61,22 @@ def normalize_transcript(text):
     text = _OUTSIDE_ALPHABET.sub("", text)
     text = _LOOSE_APOSTROPHE.sub("", text)
     return _SPACES.sub(" ", text).strip()
+
+
+def dropped_characters(text):
+    """Characters outside the CTC alphabet that :func:`normalize_transcript` removes.
+
+    Event tags, hyphens, whitespace and punctuation (which the CTC head does
+    not model) are not counted: what is left are letters, digits and symbols
+    that the transcript loses.
+
+    Example
+    -------
+    >>> dropped_characters("Caf\u00e9 at 9 -- [LAUGHTER] ok!")
+    ['9', '\u00e9']
+    """
+    text = _TAGS.sub(" ", text).lower().replace("-", " ")
+    return sorted(set(_OUTSIDE_ALPHABET.findall(text)) - _PUNCTUATION)
 
 
 def ctc_label_encoder(path=None):

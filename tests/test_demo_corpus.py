@@ -44,7 +44,7 @@ def test_all_codes_and_speakers_occur_and_preparation_reads_it(demo_release, tmp
                 with open(os.path.join(base, name)) as f:
                     codes |= {line.split("\t")[2] for line in f if line.startswith("[")}
     assert {"neu", "hap", "exc", "ang", "sad"} <= codes and codes - {"neu", "hap", "exc", "ang", "sad"}
-    turns, n_labelled = read_corpus(demo_release)
+    turns, n_labelled, _ = read_corpus(demo_release)
     assert n_labelled == 5 * 2 * 12 and 0 < len(turns) < n_labelled
     assert len({t["spk_id"] for t in turns}) == 10
     assert {t["emo"] for t in turns} == {"neu", "hap", "ang", "sad"}
@@ -67,7 +67,7 @@ def test_emotions_differ_in_loudness_and_rate(demo_release):
     """The prosody the classes are meant to be learnt from is really in the audio."""
     import numpy as np
 
-    turns, _ = read_corpus(demo_release)
+    turns, _, _ = read_corpus(demo_release)
     stats = {}
     for turn in turns:
         wav, rate = sf.read(turn["wav"].replace("$data_root", demo_release))

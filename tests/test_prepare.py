@@ -118,7 +118,7 @@ def test_unreadable_wav_is_named(release, tmp_path):
     wav = os.path.join(release, "Session2", "sentences", "wav", "Ses02F_impro01", "Ses02F_impro01_F000.wav")
     with open(wav, "wb") as f:
         f.write(b"this is not audio")
-    with pytest.raises(PreparationError, match="Ses02F_impro01_F000 unreadable"):
+    with pytest.raises(PreparationError, match="Ses02F_impro01_F000: wav cannot be decoded as audio"):
         prepare_iemocap(release, str(tmp_path / "prep"))
 
 
@@ -150,7 +150,7 @@ def test_missing_folder_and_bad_options(tmp_path, release):
 
 
 def test_count_check_warns_loudly_on_a_partial_release(release, caplog):
-    turns, _ = iemocap_prepare.read_corpus(release)
+    turns, _, _ = iemocap_prepare.read_corpus(release)
     with caplog.at_level(logging.WARNING):
         differences = iemocap_prepare.check_full_release_counts(turns)
     n = sum(kept_per_session().values())
@@ -178,11 +178,14 @@ def test_leakage_check_catches_a_planted_leak():
         check_no_speaker_leakage(leaky)
 
 
-def test_wrong_rate_or_channels_is_named(release, tmp_path):
+def test_other_rate_or_channels_is_kept_and_reported_as_converted(release, tmp_path):
     import numpy as np
     import soundfile as sf
 
     wav = os.path.join(release, "Session1", "sentences", "wav", "Ses01F_impro01", "Ses01F_impro01_F000.wav")
-    sf.write(wav, np.zeros((4410, 2), dtype=np.float32), 44100)
-    with pytest.raises(PreparationError, match="Ses01F_impro01_F000 is 44100 Hz with 2 channel.*expected 16000 Hz mono"):
-        prepare_iemocap(release, str(tmp_path / "prep"))
+    sf.write(wav, 0.1 * np.ones((4410, 2), dtype=np.float32), 44100)
+    splits = prepare_iemocap(release, str(tmp_path / "prep"))
+    assert "Ses01F_impro01_F000" in [row["ID"] for rows in splits.values() for row in rows]
+    report = json.load(open(tmp_path / "prep" / "prepare_report.json"))
+    assert report["converted"] == [{"ID": "Ses01F_impro01_F000", "file": wav,
+                                    "from": "44100 Hz, 2 channel(s)", "to": "16000 Hz mono"}]

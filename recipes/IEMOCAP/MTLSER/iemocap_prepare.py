@@ -26,12 +26,13 @@ import os
 import re
 from collections import Counter
 
-import soundfile as sf
 from sklearn.model_selection import train_test_split
 from speechbrain.utils.logger import get_logger
+from tqdm import tqdm
 
+from mtlser_lobes.audio import AudioError, inspect_wav
 from mtlser_lobes.helpers import write_text_atomically
-from mtlser_lobes.text import normalize_transcript
+from mtlser_lobes.text import dropped_characters, normalize_transcript
 
 logger = get_logger(__name__)
 
@@ -39,7 +40,11 @@ EMOTION_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "s
 SPLITS = ("train", "valid", "test")
 CSV_COLUMNS = ["ID", "duration", "wav", "emo", "wrd", "spk_id"]
 OPTIONS_FILE = "prepare_options.json"
-PREPARATION_VERSION = 1
+#: Beside the CSVs: files skipped, converted, cropped, transcripts that lost characters.
+REPORT_FILE = "prepare_report.json"
+#: Every code of the EmoEvaluation files; another one is bad data.
+KNOWN_CODES = {"neu", "hap", "exc", "ang", "sad", "fru", "fea", "sur", "dis", "oth", "xxx"}
+PREPARATION_VERSION = 2
 
 #: Kept turns of the full release, per session and per class (4-class setup).
 EXPECTED_SESSION_COUNTS = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
@@ -69,6 +74,10 @@ def prepare_iemocap(
     check_counts="auto",
     sample_rate=16000,
     skip_prep=False,
+    bad_data="stop",
+    min_duration_s=0.1,
+    max_duration_s=40.0,
+    silence_peak=1e-4,
 ):
     """Writes the train/valid/test CSVs and split lists of IEMOCAP.
 
@@ -93,9 +102,22 @@ def prepare_iemocap(
         figures and warn loudly on a difference. ``"auto"`` checks trees that
         label at least 10,000 turns, i.e. that look like the full release.
     sample_rate : int
-        Every wav must be mono at this rate (IEMOCAP: 16 kHz).
+        The model's rate (IEMOCAP: 16 kHz); wavs at another rate or with
+        several channels are kept, resampled and mixed down when loaded.
     skip_prep : bool
         Do nothing.
+    bad_data : str
+        Every wav is decoded and checked once here. ``"stop"``: any missing,
+        undecodable, too short, silent or non-finite wav, or unknown emotion
+        code, stops the preparation with the whole list of files and
+        reasons. ``"skip"``: those turns are left out, logged, and listed in
+        ``prepare_report.json`` beside the CSVs.
+    min_duration_s : float
+        Shorter turns are bad data.
+    max_duration_s : float
+        Longer turns are kept but cropped to this when loaded (reported).
+    silence_peak : float
+        A wav whose peak amplitude is below this is bad data (silent).
 
     Returns
     -------
@@ -107,6 +129,8 @@ def prepare_iemocap(
         return None
     if protocol not in ("loso", "random"):
         raise ValueError(f"protocol must be 'loso' or 'random', not {protocol!r}")
+    if bad_data not in ("stop", "skip"):
+        raise ValueError(f"bad_data must be 'stop' or 'skip', not {bad_data!r}")
     if protocol == "random" and (len(split_ratio) != 3 or min(split_ratio) <= 0):
         raise ValueError(f"split_ratio needs three positive numbers, got {split_ratio}")
     options = {
@@ -117,13 +141,19 @@ def prepare_iemocap(
         "split_ratio": [float(r) for r in split_ratio],
         "seed": int(seed),
         "sample_rate": int(sample_rate),
+        "bad_data": bad_data,
+        "min_duration_s": float(min_duration_s),
+        "max_duration_s": float(max_duration_s),
+        "silence_peak": float(silence_peak),
         "version": PREPARATION_VERSION,
     }
     if _already_prepared(save_folder, options):
         logger.info(f"IEMOCAP already prepared in {save_folder} with the same options: skipping")
         return None
 
-    turns, n_labelled = read_corpus(data_folder, sample_rate)
+    checks = {"min_duration_s": min_duration_s, "max_duration_s": max_duration_s,
+              "silence_peak": silence_peak}
+    turns, n_labelled, report = read_corpus(data_folder, sample_rate, bad_data, **checks)
     if check_counts is True or (check_counts == "auto" and n_labelled >= FULL_RELEASE_MIN_TURNS):
         check_full_release_counts(turns)
     if protocol == "loso":
@@ -133,6 +163,7 @@ def prepare_iemocap(
         splits = split_random(turns, split_ratio, seed)
 
     os.makedirs(save_folder, exist_ok=True)
+    write_text_atomically(os.path.join(save_folder, REPORT_FILE), json.dumps(report, indent=2))
     for split in SPLITS:
         rows = sorted(splits[split], key=lambda row: row["ID"])
         splits[split] = rows
@@ -150,15 +181,21 @@ def prepare_iemocap(
     return splits
 
 
-def read_corpus(data_folder, sample_rate=16000):
-    """Reads every labelled turn of the 4-class setup, checking its files.
+def read_corpus(data_folder, sample_rate=16000, bad_data="stop", min_duration_s=0.1,
+                max_duration_s=40.0, silence_peak=1e-4):
+    """Reads every labelled turn of the 4-class setup, decoding and checking each wav once.
 
     Arguments
     ---------
     data_folder : str
         Path of ``IEMOCAP_full_release``.
     sample_rate : int
-        Expected rate of every (mono) wav.
+        The model's rate; other rates and channel counts are converted when
+        loaded, and reported.
+    bad_data : str
+        ``"stop"`` or ``"skip"`` (see :func:`prepare_iemocap`).
+    min_duration_s, max_duration_s, silence_peak : float
+        See :func:`prepare_iemocap`.
 
     Returns
     -------
@@ -166,12 +203,17 @@ def read_corpus(data_folder, sample_rate=16000):
         One row per kept turn: ``ID, duration, wav, emo, wrd, spk_id, session``.
     n_labelled : int
         Number of labelled turns in the EmoEvaluation files, of any code.
+    report : dict
+        ``checked`` (wavs decoded), ``skipped`` (ID, file, reason), and the
+        turns kept with a change: ``converted``, ``cropped``,
+        ``transcript_characters_dropped``.
 
     Raises
     ------
     PreparationError
-        Listing every missing or unreadable file, labelled turn without a
-        transcript and session without kept turns.
+        Listing every structural problem (missing folders, unreadable
+        transcription files, labelled turns without transcript, empty
+        sessions) and, under ``bad_data="stop"``, every bad turn.
     """
     if not os.path.isdir(data_folder):
         raise PreparationError(
@@ -187,32 +229,72 @@ def read_corpus(data_folder, sample_rate=16000):
         raise PreparationError(
             f"no Session<N> folder in {data_folder}: is it IEMOCAP_full_release?"
         )
-    problems, turns, n_labelled = [], [], 0
+    problems, bad_turns, candidates, n_labelled = [], [], [], 0
     for session in sessions:
         session_dir = os.path.join(data_folder, f"Session{session}")
-        session_turns, session_labelled = _read_session(session_dir, session, sample_rate, problems)
+        session_turns, session_labelled = _read_session(session_dir, session, problems, bad_turns)
         n_labelled += session_labelled
         if not session_turns:
             problems.append(
                 f"Session{session} has no turn labelled neu/hap/exc/ang/sad "
                 f"(looked in {os.path.join(session_dir, 'dialog', 'EmoEvaluation')})"
             )
-        turns.extend(session_turns)
+        candidates.extend(session_turns)
+
+    report = {"bad_data": bad_data, "checked": 0, "skipped": [], "converted": [], "cropped": [],
+              "transcript_characters_dropped": []}
+    turns = []
+    for row in tqdm(candidates, desc="checking wavs", unit="wav", disable=len(candidates) < 200):
+        report["checked"] += 1
+        try:
+            info = inspect_wav(row["wav_path"], min_duration_s, silence_peak)
+        except AudioError as error:
+            bad_turns.append({"ID": row["ID"], "file": row["wav_path"], "reason": f"wav {error}"})
+            continue
+        if info["samplerate"] != sample_rate or info["channels"] != 1:
+            report["converted"].append({
+                "ID": row["ID"], "file": row["wav_path"],
+                "from": f"{info['samplerate']} Hz, {info['channels']} channel(s)",
+                "to": f"{sample_rate} Hz mono",
+            })
+        if info["duration"] > max_duration_s:
+            report["cropped"].append({"ID": row["ID"], "file": row["wav_path"],
+                                      "duration": round(info["duration"], 2),
+                                      "kept": max_duration_s})
+        if row["dropped"]:
+            report["transcript_characters_dropped"].append(
+                {"ID": row["ID"], "characters": "".join(row["dropped"])}
+            )
+        row["duration"] = round(min(info["duration"], max_duration_s), 4)
+        turns.append(row)
+
+    if bad_data == "stop":
+        problems += [f"{bad['ID']}: {bad['reason']}: {bad['file']}" for bad in bad_turns]
     if problems:
         listing = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        hint = (" (bad_data: skip leaves the bad turns out instead)"
+                if bad_turns and bad_data == "stop" else "")
         raise PreparationError(
-            f"{len(problems)} problem(s) in {data_folder}:\n  {listing}{more}"
+            f"{len(problems)} problem(s) in {data_folder}{hint}:\n  {listing}{more}"
         )
+    report["skipped"] = bad_turns
+    for bad in bad_turns:
+        logger.warning(f"skipped {bad['ID']}: {bad['reason']}: {bad['file']}")
+    for key in ("converted", "cropped", "transcript_characters_dropped"):
+        if report[key]:
+            logger.info(f"{len(report[key])} turn(s) {key.replace('_', ' ')}: see {REPORT_FILE}")
     logger.info(
-        f"read {len(turns)} turns of 4 classes ({n_labelled} labelled) "
+        f"read {len(turns)} turns of 4 classes ({n_labelled} labelled, {len(bad_turns)} skipped) "
         f"from sessions {sessions} of {data_folder}"
     )
-    return turns, n_labelled
+    for row in turns:
+        del row["wav_path"], row["dropped"]
+    return turns, n_labelled, report
 
 
-def _read_session(session_dir, session, sample_rate, problems):
-    """Kept turns of one session; appends what is wrong to ``problems``."""
+def _read_session(session_dir, session, problems, bad_turns):
+    """Candidate turns of one session; records structural problems and bad labels."""
     emo_dir = os.path.join(session_dir, "dialog", "EmoEvaluation")
     if not os.path.isdir(emo_dir):
         problems.append(f"missing folder {emo_dir}")
@@ -225,6 +307,10 @@ def _read_session(session_dir, session, sample_rate, problems):
         dialog = file_name[: -len(".txt")]
         labels = _read_labels(emo_path)
         n_labelled += len(labels)
+        for turn, code in labels.items():
+            if code not in KNOWN_CODES:
+                bad_turns.append({"ID": turn, "file": emo_path,
+                                  "reason": f"unknown emotion label {code!r}"})
         kept = {turn: EMOTION_MAP[code] for turn, code in labels.items() if code in EMOTION_MAP}
         if not kept:
             continue
@@ -233,7 +319,7 @@ def _read_session(session_dir, session, sample_rate, problems):
         if words is None:
             continue
         for turn, emotion in kept.items():
-            row = _turn_row(turn, emotion, words, session, session_dir, dialog, trans_path, sample_rate, problems)
+            row = _turn_row(turn, emotion, words, session, session_dir, dialog, trans_path, problems)
             if row is not None:
                 turns.append(row)
     return turns, n_labelled
@@ -266,8 +352,8 @@ def _read_transcripts(trans_path, problems):
     return words
 
 
-def _turn_row(turn, emotion, words, session, session_dir, dialog, trans_path, sample_rate, problems):
-    """CSV row of one kept turn, or None after recording its problem."""
+def _turn_row(turn, emotion, words, session, session_dir, dialog, trans_path, problems):
+    """Candidate CSV row of one kept turn (its wav is checked later), or None."""
     name = _TURN_NAME.match(turn)
     if name is None or int(name["session"]) != session:
         problems.append(f"turn name {turn!r} in Session{session} does not follow Ses<NN><F|M>_..._<F|M><NNN>")
@@ -276,30 +362,16 @@ def _turn_row(turn, emotion, words, session, session_dir, dialog, trans_path, sa
         problems.append(f"utterance {turn} has no transcript in {trans_path}")
         return None
     wav_path = os.path.join(session_dir, "sentences", "wav", dialog, f"{turn}.wav")
-    try:
-        info = sf.info(wav_path)
-    except Exception as error:  # soundfile raises several types for bad files
-        reason = "missing" if not os.path.exists(wav_path) else f"unreadable ({error})"
-        problems.append(f"wav of {turn} {reason}: {wav_path}")
-        return None
-    if info.frames == 0:
-        problems.append(f"wav of {turn} is empty: {wav_path}")
-        return None
-    if info.samplerate != sample_rate or info.channels != 1:
-        problems.append(
-            f"wav of {turn} is {info.samplerate} Hz with {info.channels} channel(s), "
-            f"expected {sample_rate} Hz mono: {wav_path}"
-        )
-        return None
     relative = os.path.relpath(wav_path, os.path.dirname(session_dir))
     return {
         "ID": turn,
-        "duration": round(info.frames / info.samplerate, 4),
         "wav": "$data_root/" + relative.replace(os.sep, "/"),
         "emo": emotion,
         "wrd": normalize_transcript(words[turn]),
         "spk_id": f"Ses{session:02d}_{name['gender']}",
         "session": session,
+        "wav_path": wav_path,
+        "dropped": dropped_characters(words[turn]),
     }
 
 
@@ -439,6 +511,7 @@ def _already_prepared(save_folder, options):
     """True when every output exists and was made with the same options."""
     options_path = os.path.join(save_folder, OPTIONS_FILE)
     outputs = [os.path.join(save_folder, f"{s}.{ext}") for s in SPLITS for ext in ("csv", "lst")]
+    outputs.append(os.path.join(save_folder, REPORT_FILE))
     if not os.path.isfile(options_path) or not all(os.path.isfile(p) for p in outputs):
         return False
     with open(options_path) as options_file:

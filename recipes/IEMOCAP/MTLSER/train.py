@@ -38,6 +38,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from mtlser_lobes.audio import load_training_audio
 from mtlser_lobes.demo_corpus import generate_demo_corpus
 from mtlser_lobes.export import export_model
 from mtlser_lobes.helpers import frame_lengths
@@ -287,8 +288,8 @@ def dataio_prepare(hparams):
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        """Loads the waveform."""
-        return sb.dataio.dataio.read_audio(wav)
+        """Loads the waveform at the model's rate, mono, cropped to max_duration_s."""
+        return load_training_audio(wav, hparams["sample_rate"], hparams["max_duration_s"])
 
     @sb.utils.data_pipeline.takes("emo")
     @sb.utils.data_pipeline.provides("emo_encoded")
@@ -380,6 +381,10 @@ def main(argv):
             "check_counts": hparams["check_counts"],
             "sample_rate": hparams["sample_rate"],
             "skip_prep": hparams["skip_prep"],
+            "bad_data": hparams["bad_data"],
+            "min_duration_s": hparams["min_duration_s"],
+            "max_duration_s": hparams["max_duration_s"],
+            "silence_peak": hparams["silence_peak"],
         },
     )
     datasets, encoders = dataio_prepare(hparams)
