@@ -10,6 +10,7 @@ Authors
 """
 
 import math
+import os
 
 import soundfile
 import torch
@@ -82,15 +83,13 @@ def inspect_wav(path, min_duration_s=0.1, silence_peak=1e-4):
         Missing, undecodable (empty, truncated, not audio), non-finite, too
         short or silent; the message starts with the reason.
     """
+    if not os.path.isfile(path):
+        raise AudioError("missing")
     try:
         with soundfile.SoundFile(path) as audio_file:
             samplerate, channels = audio_file.samplerate, audio_file.channels
             audio = audio_file.read(dtype="float32", always_2d=True)
-    except FileNotFoundError as error:
-        raise AudioError("missing") from error
     except DECODE_ERRORS as error:
-        if isinstance(error, soundfile.LibsndfileError) and "No such file" in str(error):
-            raise AudioError("missing") from error
         raise AudioError(f"cannot be decoded as audio ({error})") from error
     problem = waveform_problem(audio, samplerate, min_duration_s, silence_peak)
     if problem is not None:

@@ -33,3 +33,32 @@ def demo_release(tmp_path_factory):
     return generate_demo_corpus(
         str(tmp_path_factory.mktemp("demo")), dialogs_per_session=2, turns_per_dialog=12
     )
+
+
+# The reliability suite's ledger (tests/reliability): each test records the faults it injected and
+# survived; the terminal summary prints the totals that the README's reliability section quotes.
+_RELIABILITY_LEDGER = []
+
+
+@pytest.fixture
+def ledger():
+    """``ledger(kind, name)`` records one fault survived (call it after the assertions)."""
+
+    def record(kind, name):
+        _RELIABILITY_LEDGER.append((kind, name))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints, per kind of fault, how many distinct faults the reliability tests survived."""
+    kinds = {}
+    for kind, name in _RELIABILITY_LEDGER:
+        kinds.setdefault(kind, set()).add(name)
+    if not kinds:
+        return
+    terminalreporter.section("reliability")
+    for kind, names in sorted(kinds.items()):
+        terminalreporter.write_line(f"{kind}: {len(names)} ({', '.join(sorted(names))})")
+    total = sum(len(names) for names in kinds.values())
+    terminalreporter.write_line(f"total: {total} faults injected and survived, nothing lost")

@@ -469,8 +469,10 @@ def split_random(turns, split_ratio, seed):
 def _stratified_split(rows, held_out_ratio, seed):
     """Splits ``rows`` in two, keeping the emotion proportions."""
     labels = [row["emo"] for row in rows]
-    smallest = min(Counter(labels).values())
-    stratify = labels if smallest >= 2 else None
+    counts = Counter(labels)
+    # Stratifying needs two turns per class and a held-out part with room for every class
+    feasible = min(counts.values()) >= 2 and held_out_ratio * len(rows) >= len(counts)
+    stratify = labels if feasible else None
     kept, held_out = train_test_split(
         rows, test_size=held_out_ratio, random_state=seed, stratify=stratify
     )
