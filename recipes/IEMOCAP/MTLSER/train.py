@@ -103,8 +103,9 @@ class MTLBrain(sb.Brain):
             )
             loss = loss + self.hparams.beta * terms["speaker"]
         for name, value in terms.items():
-            self.term_sums[name] = self.term_sums.get(name, 0.0) + value.detach()
-            self.term_counts[name] = self.term_counts.get(name, 0) + 1
+            if torch.isfinite(value):  # a non-finite batch is skipped (nonfinite_patience)
+                self.term_sums[name] = self.term_sums.get(name, 0.0) + value.detach()
+                self.term_counts[name] = self.term_counts.get(name, 0) + 1
 
         if stage != sb.Stage.TRAIN:
             self._update_metrics(predictions, batch, speakers)
@@ -151,6 +152,8 @@ class MTLBrain(sb.Brain):
         for name, total in self.term_sums.items():
             stats[f"loss_{name}"] = float(total) / self.term_counts[name]
         if stage == sb.Stage.TRAIN:
+            if self.nonfinite_count:
+                stats["nonfinite_batches_skipped"] = self.nonfinite_count
             return stats
         emotion = self.emotion_metrics.summarize()
         stats.update({"WA": 100 * emotion["WA"], "UA": 100 * emotion["UA"]})
