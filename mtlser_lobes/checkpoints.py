@@ -1,0 +1,92 @@
+"""SpeechBrain's Checkpointer with atomic checkpoints and a fallback when the newest cannot be loaded.
+
+SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its parameter files
+after, and a folder with a ``CKPT.yaml`` counts as a checkpoint: a job killed
+in the middle of a save leaves a checkpoint that looks complete and cannot be
+loaded. Here the meta file is written under another name and renamed last, so
+a checkpoint becomes visible only once every file in it is written; and if
+the chosen checkpoint still cannot be loaded (a disk error, a truncated or
+tampered file), the previous one is tried, with a warning, and so on.
+
+Parameter files are read by ``torch.load`` with ``weights_only=True`` (the
+default of torch >= 2.6, which ``setup.py`` pins): a checkpoint that would
+run code when unpickled is refused like any unreadable one.
+
+Authors
+ * MTLSER developers
+"""
+
+import os
+import pathlib
+
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+#: Suffix of a meta file whose checkpoint is still being written.
+PENDING = ".pending"
+
+
+class FallbackCheckpointer(Checkpointer):
+    """A ``speechbrain.utils.checkpoints.Checkpointer`` whose saves are atomic and whose
+    recovery falls back to older checkpoints when the chosen one cannot be loaded.
+
+    Arguments are those of ``Checkpointer``.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> model = torch.nn.Linear(2, 2)
+    >>> checkpointer = FallbackCheckpointer(tempfile.mkdtemp(), recoverables={"model": model})
+    >>> first = checkpointer.save_checkpoint(meta={"step": 1})
+    >>> second = checkpointer.save_checkpoint(meta={"step": 2})
+    >>> _ = (second.path / "model.ckpt").write_bytes(b"truncated")
+    >>> checkpointer.recover_if_possible().meta["step"]  # the newest is damaged: the one before
+    1
+    """
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include=None, end_of_epoch=True):
+        # Written under another name: the folder is not a checkpoint until save_checkpoint ends.
+        pending = pathlib.Path(str(fpath) + PENDING)
+        self._pending_meta = (pending, fpath)
+        return super()._save_checkpoint_metafile(pending, meta_to_include or {}, end_of_epoch)
+
+    def save_checkpoint(self, *args, **kwargs):
+        """Saves every recoverable, then makes the checkpoint visible with one rename."""
+        self._pending_meta = None
+        checkpoint = super().save_checkpoint(*args, **kwargs)
+        if if_main_process() and self._pending_meta is not None:
+            os.replace(*self._pending_meta)
+        return checkpoint
+
+    def recover_if_possible(self, importance_key=None, max_key=None, min_key=None,
+                            ckpt_predicate=None):
+        """Loads the chosen checkpoint, or the next one in order when it cannot be loaded.
+
+        Returns the checkpoint loaded, or None when there is none; raises
+        ``RuntimeError`` when there are some and none can be loaded.
+        """
+        candidates = self.find_checkpoints(
+            importance_key=importance_key, max_key=max_key, min_key=min_key,
+            ckpt_predicate=ckpt_predicate, max_num_checkpoints=None,
+        )
+        for checkpoint in candidates:
+            try:
+                self.load_checkpoint(checkpoint)
+            except Exception as error:  # unpickling damaged bytes raises about anything
+                logger.warning(
+                    f"checkpoint {checkpoint.path} cannot be loaded "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                    "falling back to the previous one"
+                )
+                continue
+            return checkpoint
+        if candidates:
+            raise RuntimeError(
+                f"none of the {len(candidates)} checkpoints in {self.checkpoints_dir} can be "
+                "loaded (see the warnings above); move them away to start over"
+            )
+        logger.info("Would load a checkpoint here, but none found yet.")
+        return None

@@ -1,0 +1,117 @@
+"""Checkpoints: a save that dies half-way is never loaded, a damaged or tampered newest checkpoint
+falls back to the previous one, and nothing in a checkpoint can run code when loaded.
+
+The checkpointer is the recipe's (``hparams/mtl.yaml``), with real torch modules
+and files on disk; the faults are a recoverable whose save fails, truncated
+bytes, and a pickle that would create a file when unpickled.
+"""
+
+import logging
+import pathlib
+
+import pytest
+import torch
+from speechbrain.utils.checkpoints import (
+    Checkpointer,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+from mtlser_lobes.checkpoints import FallbackCheckpointer
+
+
+@register_checkpoint_hooks
+class FailingDisk:
+    """A recoverable whose save fails once ``full`` is set, like a disk that filled up."""
+
+    def __init__(self):
+        self.full = False
+
+    @mark_as_saver
+    def save(self, path):
+        if self.full:
+            raise OSError(28, "No space left on device")
+        pathlib.Path(path).write_text("ok")
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        assert pathlib.Path(path).read_text() == "ok"
+
+
+def two_checkpoints(tmp_path, checkpointer_class=FallbackCheckpointer):
+    model = torch.nn.Linear(3, 3)
+    checkpointer = checkpointer_class(str(tmp_path / "save"), recoverables={"model": model})
+    torch.nn.init.constant_(model.weight, 1.0)
+    first = checkpointer.save_checkpoint(meta={"step": 1})
+    torch.nn.init.constant_(model.weight, 2.0)
+    second = checkpointer.save_checkpoint(meta={"step": 2})
+    return model, checkpointer, first, second
+
+
+def test_a_save_that_dies_half_way_is_never_a_checkpoint(tmp_path, ledger):
+    for checkpointer_class in (Checkpointer, FallbackCheckpointer):
+        model, disk = torch.nn.Linear(3, 3), FailingDisk()
+        folder = tmp_path / checkpointer_class.__name__
+        checkpointer = checkpointer_class(str(folder), recoverables={"model": model, "disk": disk})
+        checkpointer.save_checkpoint(meta={"step": 1})
+        disk.full = True
+        with pytest.raises(OSError, match="No space left"):
+            checkpointer.save_checkpoint(meta={"step": 2})
+        steps = sorted(c.meta["step"] for c in checkpointer.list_checkpoints())
+        if checkpointer_class is Checkpointer:
+            assert steps == [1, 2]  # SpeechBrain's own: the broken save looks like a checkpoint
+        else:
+            assert steps == [1]
+            disk.full = False
+            assert checkpointer.recover_if_possible().meta["step"] == 1
+    ledger("checkpoint faults", "save killed half-way (disk full)")
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog, ledger):
+    model, checkpointer, first, second = two_checkpoints(tmp_path)
+    data = (second.path / "model.ckpt").read_bytes()
+    (second.path / "model.ckpt").write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        loaded = checkpointer.recover_if_possible()
+    assert loaded.path == first.path
+    assert torch.equal(model.weight, torch.ones(3, 3))
+    assert f"checkpoint {second.path} cannot be loaded" in caplog.text
+    ledger("checkpoint faults", "newest checkpoint truncated")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, ledger):
+    model, checkpointer, first, second = two_checkpoints(tmp_path)
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    torch.save({"weight": Payload()}, second.path / "model.ckpt")
+    loaded = checkpointer.recover_if_possible()
+    assert not marker.exists()
+    assert loaded.path == first.path and torch.equal(model.weight, torch.ones(3, 3))
+    ledger("checkpoint faults", "tampered checkpoint (code in a pickle)")
+
+
+def test_no_loadable_checkpoint_is_a_clear_error_not_a_fresh_start(tmp_path, ledger):
+    _, checkpointer, first, second = two_checkpoints(tmp_path)
+    for checkpoint in (first, second):
+        (checkpoint.path / "model.ckpt").write_bytes(b"\x00" * 10)
+    with pytest.raises(RuntimeError, match="none of the 2 checkpoints .* can be loaded"):
+        checkpointer.recover_if_possible()
+    ledger("checkpoint faults", "every checkpoint damaged")
+
+
+def test_the_recipe_uses_the_fallback_checkpointer(tiny_encoder, tmp_path):
+    from hyperpyyaml import load_hyperpyyaml
+
+    from conftest import RECIPE_DIR
+
+    with open(pathlib.Path(RECIPE_DIR) / "hparams" / "mtl.yaml") as hparams_file:
+        hparams = load_hyperpyyaml(
+            hparams_file, {"wav2vec2_hub": tiny_encoder, "output_folder": str(tmp_path)}
+        )
+    assert isinstance(hparams["checkpointer"], FallbackCheckpointer)
+    assert hparams["skip_nonfinite_grads"] is True
