@@ -26,7 +26,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, main_process_only
 from speechbrain.utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -119,8 +119,9 @@ class RandomState:
     """
 
     @mark_as_saver
+    @main_process_only
     def save(self, path):
-        """Writes the state (a uint8 tensor, loadable with ``weights_only=True``)."""
+        """Writes the main process's state (a uint8 tensor, loadable with ``weights_only=True``)."""
         torch.save({"torch_cpu": torch.get_rng_state()}, path)
 
     @mark_as_loader

@@ -72,6 +72,7 @@ def frame_lengths(encoder, wav_lens, n_samples, n_frames):
     [49.0, 5.0]
     """
     samples = torch.round(wav_lens * n_samples).long()
+    encoder = getattr(encoder, "module", encoder)  # under DistributedDataParallel
     frames = encoder.model._get_feat_extract_output_lengths(samples)
     return frames.clamp(min=1, max=n_frames).to(wav_lens.dtype) / n_frames
 

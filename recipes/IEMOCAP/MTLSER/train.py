@@ -433,6 +433,11 @@ def main(argv):
             export_model,
             kwargs={"experiment_folder": hparams["output_folder"], "model_folder": hparams["model_folder"]},
         )
+    # Every rank leaves together and the process group is closed before the interpreter exits:
+    # left to interpreter shutdown, gloo on the CPU sometimes aborts a rank during teardown.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
