@@ -61,4 +61,6 @@ def pytest_terminal_summary(terminalreporter):
     for kind, names in sorted(kinds.items()):
         terminalreporter.write_line(f"{kind}: {len(names)} ({', '.join(sorted(names))})")
     total = sum(len(names) for names in kinds.values())
-    terminalreporter.write_line(f"total: {total} faults injected and survived, nothing lost")
+    terminalreporter.write_line(
+        f"total: {total} injected faults survived in {len(kinds)} kinds of check, nothing lost"
+    )
