@@ -497,16 +497,35 @@ def check_no_speaker_leakage(splits):
     ...     print(error)
     speaker leakage: test speakers ['Ses05_F'] are in train/valid; test dialogs ['Ses05F_impro01'] are in train/valid
     """
-    seen = splits["train"] + splits["valid"]
-    test_speakers = {row["spk_id"] for row in splits["test"]}
-    test_dialogs = {row["ID"].rsplit("_", 1)[0] for row in splits["test"]}
-    shared_speakers = sorted(test_speakers & {row["spk_id"] for row in seen})
-    shared_dialogs = sorted(test_dialogs & {row["ID"].rsplit("_", 1)[0] for row in seen})
+    shared_speakers, shared_dialogs, _ = split_overlap(splits)
     if shared_speakers or shared_dialogs:
         raise PreparationError(
             f"speaker leakage: test speakers {shared_speakers} are in train/valid; "
             f"test dialogs {shared_dialogs} are in train/valid"
         )
+
+
+def split_overlap(splits):
+    """Test speakers and test dialogs that also occur in train or valid.
+
+    Arguments
+    ---------
+    splits : dict
+        ``train``, ``valid``, ``test`` -> rows (``ID``, ``spk_id``).
+
+    Returns
+    -------
+    shared_speakers, shared_dialogs : list of str
+        Sorted.
+    test_dialogs : set of str
+        Every dialog of the test split.
+    """
+    seen = splits["train"] + splits["valid"]
+    test_speakers = {row["spk_id"] for row in splits["test"]}
+    test_dialogs = {row["ID"].rsplit("_", 1)[0] for row in splits["test"]}
+    shared_speakers = sorted(test_speakers & {row["spk_id"] for row in seen})
+    shared_dialogs = sorted(test_dialogs & {row["ID"].rsplit("_", 1)[0] for row in seen})
+    return shared_speakers, shared_dialogs, test_dialogs
 
 
 def _already_prepared(save_folder, options):

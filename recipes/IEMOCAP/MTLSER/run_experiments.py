@@ -55,7 +55,7 @@ from mtlser_lobes.helpers import write_text_atomically
 RECIPE_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, RECIPE_DIR)
 
-from iemocap_prepare import PreparationError, check_no_speaker_leakage  # noqa: E402
+from iemocap_prepare import PreparationError, check_no_speaker_leakage, split_overlap  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -207,14 +207,12 @@ def protocol_report(cells, runs_folder, results_folder, protocol):
     report = {"protocol": protocol, "folds": {}, "leaks": leaks}
     for name, fold in sorted(folds.items()):
         splits = fold["splits"]
-        seen = splits["train"] + splits["valid"]
-        test_speakers = {r["spk_id"] for r in splits["test"]}
-        test_dialogs = {r["ID"].rsplit("_", 1)[0] for r in splits["test"]}
+        shared_speakers, shared_dialogs, test_dialogs = split_overlap(splits)
         entry = {
             "sizes": {s: len(rows) for s, rows in splits.items()},
             "speakers": {s: sorted({r["spk_id"] for r in rows}) for s, rows in splits.items()},
-            "test_speakers_in_train_valid": sorted(test_speakers & {r["spk_id"] for r in seen}),
-            "test_dialogs_in_train_valid": len(test_dialogs & {r["ID"].rsplit("_", 1)[0] for r in seen}),
+            "test_speakers_in_train_valid": shared_speakers,
+            "test_dialogs_in_train_valid": len(shared_dialogs),
             "test_dialogs": len(test_dialogs),
             "split_digest_per_config": fold["configs"],
             "same_split_for_every_config": len(set(fold["configs"].values())) == 1,
