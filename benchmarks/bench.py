@@ -9,6 +9,17 @@ Measured in the same run, on the same batches:
   durations drawn from a log-normal with IEMOCAP's mean of 4.5 s, clipped to 0.6-35 s) with fixed
   batches of random order (the reference recipe's batching) and with SpeechBrain's
   ``DynamicBatchSampler`` (duration buckets), the recipe's ``dynamic_batching: True``.
+- ``epoch``: one training epoch of the recipe itself (``train.py``'s ``MTLBrain``, data pipeline
+  and loader options) over synthetic turns with IEMOCAP's durations, written to disk as wavs, in
+  the reference recipe's configuration (fixed batches of 4, random order, fp32) and in ours
+  (dynamic batches; fp32 and bf16); the loader alone is timed too (utterances/s, padding). On the
+  CPU a subset of the 5,531 turns is run (``--epoch_turns``) and the full epoch is projected.
+- ``inference``: the real-time factor of ``MTLSER.predict_file`` on one 3 s file and the throughput
+  of ``predict_files`` on many, each against the bare encoder forward on the same audio, for fp32,
+  bf16 and dynamic int8, with the change of the predictions against fp32 and the top ops.
+
+Every epoch and inference case runs in a fresh process, whose peak RSS (and on GPU the maximum
+allocated memory) is reported.
 
 Encoders have random weights (timing does not depend on them): ``tiny`` is the test encoder,
 ``base`` has wav2vec2-base's architecture (95 M parameters).
@@ -20,14 +31,19 @@ Usage::
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 
 import numpy as np
+import soundfile
 import speechbrain
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
@@ -46,6 +62,8 @@ BASE_CONFIG = {
 }
 IEMOCAP_TURNS = 5531
 IEMOCAP_MEAN_S = 4.5
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "recipes", "IEMOCAP", "MTLSER")
 
 
 def environment(device):
@@ -59,10 +77,14 @@ def environment(device):
     }
 
 
-def make_encoder(name, folder):
-    """The recipe's SpeechBrain wav2vec 2.0 lobe, trainable, random weights."""
+def encoder_source(name, folder):
+    """A local encoder folder (config, random weights, feature extractor) of size ``name``."""
     overrides = BASE_CONFIG if name == "base" else {}
-    source = save_tiny_wav2vec2(os.path.join(folder, name), **overrides)
+    return save_tiny_wav2vec2(os.path.join(folder, name), **overrides)
+
+
+def make_encoder(source, folder):
+    """The recipe's SpeechBrain wav2vec 2.0 lobe, trainable, random weights."""
     return Wav2Vec2(source, save_path=os.path.join(folder, "cache"), freeze=False,
                     freeze_feature_extractor=True)
 
@@ -165,32 +187,299 @@ def batching(batch_size, max_batch_length):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--encoder", nargs="+", choices=["tiny", "base"], default=["tiny", "base"])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per model (after 1 warm-up)")
-    parser.add_argument("--batch_size", type=int, default=None,
-                        help="default: 8 on GPU; on CPU 8 (tiny) or 2 (base)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="audio per batch item")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", default=None, help="where to write the results")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    results = {"environment": environment(device), "train_step": [], "batching": batching(8, 60.0)}
-    with tempfile.TemporaryDirectory() as folder:
-        for name in args.encoder:
-            batch_size = args.batch_size or (8 if device.type == "cuda" or name == "tiny" else 2)
-            encoder = make_encoder(name, folder).to(device)
-            batch = make_batch(batch_size, args.seconds, device)
-            single, multi = train_step_times(encoder, batch, args.steps, device)
-            results["train_step"].append({
-                "encoder": name, "parameters": sum(p.numel() for p in encoder.parameters()),
-                "batch_size": batch_size, "seconds_per_item": args.seconds, "steps": args.steps,
-                "emotion_only_s": single, "three_heads_s": multi, "overhead_ratio": multi / single,
-            })
+# ---------------------------------------------------------------- isolation
+def isolated(threads, function, *args):
+    """Runs ``function(*args)`` (which returns a dict) in a fresh process.
+
+    The process's peak RSS (``peak_rss_mib``, its main process; loader workers
+    are processes of their own) and, on GPU, the maximum allocated memory
+    (``max_allocated_mib``) are added to the dict.
+    """
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_isolated_child, args=(sender, threads, function, args))
+    process.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        status, payload = "error", f"the process died (exit code {process.exitcode})"
+    process.join()
+    if status == "error":
+        raise RuntimeError(f"{function.__name__}{args[:2]} failed:\n{payload}")
+    return payload
+
+
+def _isolated_child(connection, threads, function, args):
+    try:
+        # A spawned process spawns its own children too; loader workers fork, as under train.py
+        if "fork" in multiprocessing.get_all_start_methods():
+            multiprocessing.set_start_method("fork", force=True)
+        torch.set_num_threads(threads)
+        result = function(*args)
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            result["max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        connection.send(("ok", result))
+    except BaseException:  # noqa: BLE001 (everything goes back to the parent)
+        connection.send(("error", traceback.format_exc()))
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -------------------------------------------------------------------- epoch
+def write_synthetic_turns(folder, durations, seed=0):
+    """Writes one 16 kHz wav per duration and a ``train.csv`` in the recipe's format.
+
+    The audio is a harmonic tone (one pitch per speaker, 8 speakers) with noise
+    and a syllable-rate envelope; labels and transcripts are random (about 12
+    characters per second). Returns the CSV's path.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(folder, "wav"), exist_ok=True)
+    rows = []
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    for i, duration in enumerate(durations):
+        n = int(16000 * duration)
+        t = np.arange(n) / 16000
+        speaker = i % 8
+        f0 = 100 + 20 * speaker
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in (1, 2, 3))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6))
+        audio = (0.1 * tone * envelope + 0.01 * rng.standard_normal(n)).astype("float32")
+        soundfile.write(os.path.join(folder, "wav", f"{i}.wav"), audio, 16000, subtype="PCM_16")
+        n_chars = max(1, int(12 * duration))
+        words = "".join(rng.choice(letters, n_chars))
+        words = " ".join(words[j:j + 5] for j in range(0, n_chars, 5))
+        rows.append(f"turn{i},{duration:.4f},$data_root/wav/{i}.wav,{['neu', 'hap', 'ang', 'sad'][i % 4]},"
+                    f"{words},spk{speaker}")
+    csv_path = os.path.join(folder, "train.csv")
+    with open(csv_path, "w", encoding="utf-8") as out_file:
+        out_file.write("ID,duration,wav,emo,wrd,spk_id\n" + "\n".join(rows) + "\n")
+    return csv_path
+
+
+#: The training configurations compared on the same turns.
+EPOCH_CONFIGS = {
+    "reference": {"dynamic_batching": False, "batch_size": 4, "precision": "fp32"},
+    "ours_fp32": {"dynamic_batching": True, "precision": "fp32"},
+    "ours_bf16": {"dynamic_batching": True, "precision": "bf16"},
+}
+
+
+def epoch_case(config, encoder_source, data_folder, csv_path, device, max_batch_length, num_workers, workdir):
+    """One epoch of train.py's MTLBrain over the turns of ``csv_path``; the loader alone first."""
+    if RECIPE not in sys.path:
+        sys.path.insert(0, RECIPE)
+    import train  # the recipe's train.py
+    from hyperpyyaml import load_hyperpyyaml
+
+    settings = EPOCH_CONFIGS[config]
+    overrides = {
+        "wav2vec2_hub": encoder_source, "data_folder": data_folder, "output_folder": workdir,
+        "train_csv": csv_path, "valid_csv": csv_path, "test_csv": csv_path, "number_of_epochs": 1,
+        "n_speakers": 8, "num_workers": num_workers, "batch_size": settings.get("batch_size", 4),
+        "dynamic_batching": settings["dynamic_batching"], "sorting": "random",
+        "dynamic_batch_sampler": {"max_batch_length": max_batch_length, "num_buckets": 20, "shuffle": True,
+                                  "batch_ordering": "random"},
+    }
+    with open(os.path.join(RECIPE, "hparams", "mtl.yaml"), encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    os.makedirs(hparams["save_folder"], exist_ok=True)
+    datasets, encoders = train.dataio_prepare(hparams)
+    brain = train.MTLBrain(
+        modules=hparams["modules"], hparams=hparams, checkpointer=None,
+        run_opts={"device": device, "precision": settings["precision"], "noprogressbar": True},
+    )
+    brain.tokenizer = encoders["tokenizer"]
+    brain.speaker_encoder = encoders["speaker"]
+    loader_options = train.train_loader_options(hparams, datasets["train"])
+
+    # The data pipeline alone: loading, resampling check, padding, collation
+    loader = brain.make_dataloader(datasets["train"], speechbrain.Stage.TRAIN, **loader_options)
+    start = time.perf_counter()
+    real = padded = 0.0
+    n_batches = n_turns = 0
+    for batch in loader:
+        wavs, lens = batch.sig
+        real += float(lens.sum()) * wavs.shape[1]
+        padded += wavs.shape[0] * wavs.shape[1]
+        n_batches += 1
+        n_turns += wavs.shape[0]
+    loader_s = time.perf_counter() - start
+
+    loader_options = train.train_loader_options(hparams, datasets["train"])
+    synchronize(device)
+    start = time.perf_counter()
+    brain.fit(hparams["epoch_counter"], datasets["train"], None, train_loader_kwargs=loader_options,
+              progressbar=False)
+    synchronize(device)
+    epoch_s = time.perf_counter() - start
+    return {
+        "config": config, "precision": settings["precision"],
+        "batching": (f"dynamic, {max_batch_length:g} s" if settings["dynamic_batching"]
+                     else f"fixed {settings['batch_size']}, random order"),
+        "turns": n_turns, "batches": n_batches, "padded_fraction": 1.0 - real / padded,
+        "loader_s": loader_s, "loader_utterances_per_s": n_turns / loader_s,
+        "epoch_s": epoch_s, "train_utterances_per_s": n_turns / epoch_s,
+        "train_loss": float(brain.train_stats["loss"]),
+    }
+
+
+def epoch(name, encoder_source, folder, turns, device, threads, max_batch_length, num_workers):
+    """The epoch configurations on the same synthetic turns, each in its own process."""
+    durations = iemocap_durations()
+    full_audio_s = float(durations.sum())
+    subset = durations[np.random.default_rng(2).permutation(len(durations))[:turns]]
+    data_folder = os.path.join(folder, f"turns_{turns}")
+    if not os.path.isdir(data_folder):
+        write_synthetic_turns(data_folder, subset)
+    csv_path = os.path.join(data_folder, "train.csv")
+    rows = []
+    for config in EPOCH_CONFIGS:
+        row = isolated(threads, epoch_case, config, encoder_source, data_folder, csv_path, str(device),
+                       max_batch_length, num_workers, os.path.join(folder, f"epoch_{name}_{config}"))
+        row.update({"encoder": name, "audio_s": float(subset.sum()),
+                    "full_epoch_projected_s": row["epoch_s"] * full_audio_s / float(subset.sum())})
+        rows.append(row)
+    reference = rows[0]["epoch_s"]
+    for row in rows:
+        row["speedup_vs_reference"] = reference / row["epoch_s"]
+    return rows
+
+
+# ---------------------------------------------------------------- inference
+INFERENCE_VARIANTS = ("fp32", "bf16", "int8")
+
+
+def inference_case(name, variant, encoder_source, cache, one_file, many_files, repeats, device):
+    """Interface vs bare encoder: one file's real-time factor, many files' throughput, top ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mtlser_lobes.interface import MTLSER
+
+    precision = variant if variant in ("fp32", "bf16", "fp16") else "fp32"
+    model = MTLSER.untrained(encoder_source, cache, run_opts={"device": device, "precision": precision})
+    if variant == "int8":  # dynamic int8 linear layers (weights int8, activations quantised per call)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.ao.quantization.quantize_dynamic(model.mods, {torch.nn.Linear}, dtype=torch.qint8,
+                                                   inplace=True)
+    encoder = model.mods.wav2vec2
+
+    def bare(wav):
+        with torch.no_grad():
+            encoder(wav[None].to(device))
+
+    def timed(function, *args):
+        synchronize(device)
+        start = time.perf_counter()
+        function(*args)
+        synchronize(device)
+        return time.perf_counter() - start
+
+    wav = model.load_audio(one_file)
+    duration = wav.shape[0] / 16000
+    timed(model.predict_file, one_file), timed(bare, wav)  # warm-up
+    interface_times, bare_times = [], []
+    for _ in range(repeats):  # interleaved, so that drifts of the machine fall on both
+        interface_times.append(timed(model.predict_file, one_file))
+        bare_times.append(timed(bare, wav))
+
+    wavs = [model.load_audio(path) for path in many_files]
+    audio_s = sum(w.shape[0] for w in wavs) / 16000
+    many_interface, many_bare = [], []
+    predictions = None
+    for _ in range(2):
+        synchronize(device)
+        start = time.perf_counter()
+        predictions = model.predict_files(many_files)
+        synchronize(device)
+        many_interface.append(time.perf_counter() - start)
+        many_bare.append(sum(timed(bare, w) for w in wavs))
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as profiler:
+        model.predict_file(one_file)
+    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events)
+    top_ops = [{"op": e.key, "self_ms": getattr(e, key) / 1000, "share": getattr(e, key) / total}
+               for e in events[:5]]
+
+    rtf = statistics.median(interface_times) / duration
+    bare_rtf = statistics.median(bare_times) / duration
+    return {
+        "encoder": name, "variant": variant, "device": device, "one_file_s": duration,
+        "rtf_interface": rtf, "rtf_bare_encoder": bare_rtf,
+        "files": len(many_files), "files_audio_s": audio_s,
+        "throughput_interface_audio_s_per_s": audio_s / min(many_interface),
+        "throughput_bare_encoder_audio_s_per_s": audio_s / min(many_bare),
+        "throughput_ratio": min(many_bare) / min(many_interface),
+        "top_ops": top_ops,
+        "predictions": [{"emotion": p.emotion, "probabilities": p.probabilities, "text": p.text}
+                        for p in predictions],
+    }
+
+
+def prediction_change(rows):
+    """Adds, to each non-fp32 row, how its predictions differ from the fp32 row's."""
+    reference = next((r for r in rows if r["variant"] == "fp32"), None)
+    for row in rows:
+        if reference is None or row is reference:
+            continue
+        pairs = list(zip(reference["predictions"], row["predictions"]))
+        differences = [abs(a["probabilities"][c] - b["probabilities"][c]) for a, b in pairs for c in a["probabilities"]]
+        characters = sum(len(a["text"]) for a, _ in pairs) or 1
+        row["change_vs_fp32"] = {
+            "emotion_agreement": sum(a["emotion"] == b["emotion"] for a, b in pairs) / len(pairs),
+            "max_probability_difference": max(differences),
+            "mean_probability_difference": sum(differences) / len(differences),
+            "transcript_char_edit_rate": sum(_edit_distance(a["text"], b["text"]) for a, b in pairs) / characters,
+        }
+    for row in rows:
+        del row["predictions"]
+
+
+def _edit_distance(a, b):
+    """Levenshtein distance between two strings."""
+    from speechbrain.utils.edit_distance import accumulatable_wer_stats
+
+    return accumulatable_wer_stats([list(a)], [list(b)])["num_edits"]
+
+
+def inference(name, encoder_source, folder, variants, n_files, repeats, device, threads):
+    """Inference variants on the same files, each in its own process."""
+    files_folder = os.path.join(folder, "inference_files")
+    os.makedirs(files_folder, exist_ok=True)
+    rng = np.random.default_rng(3)
+    one_file = os.path.join(files_folder, "one_3s.wav")
+    soundfile.write(one_file, (0.1 * rng.standard_normal(48000)).astype("float32"), 16000)
+    durations = iemocap_durations(seed=4)[:n_files]
+    many_files = []
+    for i, duration in enumerate(durations):
+        many_files.append(os.path.join(files_folder, f"many_{i}.wav"))
+        audio = (0.1 * rng.standard_normal(int(16000 * duration))).astype("float32")
+        soundfile.write(many_files[-1], audio, 16000)
+    rows = []
+    for variant in variants:
+        if variant == "int8" and device.type != "cpu":
+            continue  # dynamic quantisation kernels are CPU-only
+        rows.append(isolated(threads, inference_case, name, variant, encoder_source, os.path.join(folder, "cache"),
+                             one_file, many_files, repeats, str(device)))
+    prediction_change(rows)
+    return rows
+
+
+def print_tables(results):
+    """The results as markdown tables."""
     print(f"environment: {json.dumps(results['environment'])}")
-    print("\n| encoder | params | batch | emotion-only step s | three-head step s | ratio (target <= 1.05) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    if results["train_step"]:
+        print("\n| encoder | params | batch | emotion-only step s | three-head step s | ratio (target <= 1.05) |")
+        print("|---|---:|---:|---:|---:|---:|")
     for row in results["train_step"]:
         print(f"| {row['encoder']} | {row['parameters'] / 1e6:.2f} M | {row['batch_size']} x "
               f"{row['seconds_per_item']:g} s | {row['emotion_only_s']:.3f} | {row['three_heads_s']:.3f} | "
@@ -202,6 +491,83 @@ def main(argv=None):
           f"{100 * b['fixed_padded_fraction']:.1f} % |")
     print(f"| DynamicBatchSampler, {b['dynamic_max_batch_length_s']:g} s per batch, 20 buckets | "
           f"{b['dynamic_batches']} | {100 * b['dynamic_padded_fraction']:.1f} % |")
+    if results["epoch"]:
+        print("\n| encoder | config | batching | precision | turns (audio) | padded | loader utt/s | "
+              "train utt/s | epoch s | full epoch s (projected) | speed-up | peak RSS MiB |")
+        print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["epoch"]:
+        print(f"| {row['encoder']} | {row['config']} | {row['batching']} | {row['precision']} | {row['turns']} "
+              f"({row['audio_s'] / 60:.1f} min) | {100 * row['padded_fraction']:.1f} % | "
+              f"{row['loader_utterances_per_s']:.1f} | {row['train_utterances_per_s']:.2f} | {row['epoch_s']:.1f} | "
+              f"{row['full_epoch_projected_s']:.0f} | {row['speedup_vs_reference']:.2f} | "
+              f"{row['peak_rss_mib']:.0f} |")
+    if results["inference"]:
+        print("\n| encoder | variant | RTF interface (3 s file) | RTF bare encoder | throughput interface / bare "
+              "(audio s/s) | ratio (target >= 0.8) | peak RSS MiB | emotion agreement vs fp32 | "
+              "max prob. change |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["inference"]:
+        change = row.get("change_vs_fp32")
+        print(f"| {row['encoder']} | {row['variant']} | {row['rtf_interface']:.4f} | {row['rtf_bare_encoder']:.4f} | "
+              f"{row['throughput_interface_audio_s_per_s']:.1f} / {row['throughput_bare_encoder_audio_s_per_s']:.1f} | "
+              f"{row['throughput_ratio']:.3f} | {row['peak_rss_mib']:.0f} | "
+              + (f"{100 * change['emotion_agreement']:.0f} % | {change['max_probability_difference']:.4f} |"
+                 if change else "- | - |"))
+    for row in results["inference"]:
+        ops = ", ".join(f"{op['op']} {100 * op['share']:.0f} %" for op in row["top_ops"][:3])
+        print(f"top ops, {row['encoder']} {row['variant']}: {ops}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoder", nargs="+", choices=["tiny", "base"], default=["tiny", "base"])
+    parser.add_argument("--parts", nargs="+", choices=["train_step", "epoch", "inference"],
+                        default=["train_step", "epoch", "inference"], help="the batching part always runs")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model (after 1 warm-up)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="train step: default 8 on GPU; on CPU 8 (tiny) or 2 (base)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="train step: audio per batch item")
+    parser.add_argument("--epoch_turns", type=int, default=None,
+                        help="turns of the synthetic epoch; default all 5,531 on GPU, on CPU 400 (tiny), 40 (base)")
+    parser.add_argument("--max_batch_length", type=float, default=None,
+                        help="seconds of audio per dynamic batch; default 120 on GPU, 60 on CPU")
+    parser.add_argument("--num_workers", type=int, default=2, help="loader workers of the epoch runs")
+    parser.add_argument("--variants", nargs="+", choices=INFERENCE_VARIANTS, default=list(INFERENCE_VARIANTS))
+    parser.add_argument("--inference_files", type=int, default=None,
+                        help="files of the throughput run; default 200 on GPU, 12 on CPU")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the one-file inference")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None, help="where to write the results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    results = {"environment": environment(device), "arguments": vars(args), "train_step": [],
+               "batching": batching(8, 60.0), "epoch": [], "inference": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.encoder:
+            source = encoder_source(name, folder)
+            if "train_step" in args.parts:
+                batch_size = args.batch_size or (8 if gpu or name == "tiny" else 2)
+                encoder = make_encoder(source, folder).to(device)
+                batch = make_batch(batch_size, args.seconds, device)
+                single, multi = train_step_times(encoder, batch, args.steps, device)
+                results["train_step"].append({
+                    "encoder": name, "parameters": sum(p.numel() for p in encoder.parameters()),
+                    "batch_size": batch_size, "seconds_per_item": args.seconds, "steps": args.steps,
+                    "emotion_only_s": single, "three_heads_s": multi, "overhead_ratio": multi / single,
+                })
+                del encoder, batch
+            if "epoch" in args.parts:
+                turns = args.epoch_turns or (IEMOCAP_TURNS if gpu else 400 if name == "tiny" else 40)
+                results["epoch"] += epoch(name, source, folder, turns, device, args.threads,
+                                          args.max_batch_length or (120.0 if gpu else 60.0), args.num_workers)
+            if "inference" in args.parts:
+                results["inference"] += inference(name, source, folder, args.variants,
+                                                  args.inference_files or (200 if gpu else 12), args.repeats,
+                                                  device, args.threads)
+    print_tables(results)
     if args.json:
         with open(args.json, "w") as out_file:
             json.dump(results, out_file, indent=2)

@@ -91,6 +91,9 @@ def main(argv=None):
     parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="encoder precision; bf16 about halves CPU time where the CPU has AVX512-BF16 "
+                        "or AMX (default: fp32)")
     parser.add_argument("--segment_s", type=float, default=None,
                         help="split each file into windows of this many seconds and give a timeline")
     parser.add_argument("--batch_size", type=int, default=1, help="files (or windows) encoded together")
@@ -116,7 +119,7 @@ def main(argv=None):
     from mtlser_lobes.interface import MTLSER, AudioError
 
 
-    model = MTLSER.from_hparams(source=args.model_dir, run_opts={"device": args.device})
+    model = MTLSER.from_hparams(source=args.model_dir, run_opts={"device": args.device, "precision": args.precision})
     for name, paths in enroll.items():
         try:
             model.enroll(name, paths)

@@ -14,6 +14,12 @@ Audio at any sample rate and channel count is resampled to the model's rate
 and mixed to mono (with a log line); empty, too short, silent, non-finite or
 undecodable input raises :class:`AudioError` (in a batch: that item gets the
 error, the others are answered).
+
+Precision: ``run_opts={"precision": "bf16"}`` (SpeechBrain's run option; the
+CLI's ``--precision``) stores and runs the wav2vec 2.0 encoder in bfloat16;
+the heads stay in float32. On CPUs with AVX512-BF16 or AMX it halves the time
+of wav2vec2-base (``benchmarks/README.md`` gives the figures and the change in
+the predictions); on CPUs without bf16 instructions it is slower than fp32.
 """
 
 import os
@@ -23,6 +29,7 @@ import soundfile
 import torch
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
@@ -126,6 +133,82 @@ class MTLSER(Pretrained):
         #: Name only enrolled speakers (e.g. the members of one household).
         self.enrolled_only = False
         self.pads_batches = self.mods.wav2vec2.model.config.feat_extract_norm == "layer"
+        self._prepare_for_inference()
+
+    def _prepare_for_inference(self):
+        """Folds weight normalisation into the weights; puts the encoder in ``precision``.
+
+        wav2vec 2.0's positional convolution recomputes its weight from
+        ``weight_g``/``weight_v`` at every forward; frozen, that is the same
+        tensor each time, so it is computed once (identical outputs). Under
+        ``precision`` bf16/fp16 the encoder's weights are stored in that type
+        and the waveform is cast after its normalisation (in float32); the
+        encoder output is cast back, so the heads and the gallery run in
+        float32.
+        """
+        parametrize = torch.nn.utils.parametrize
+        for module in self.mods.wav2vec2.modules():
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        self.encoder_dtype = AMPConfig.from_name(self.precision).dtype
+        if self.encoder_dtype == torch.float16 and self.device_type == "cpu":
+            raise ValueError("precision fp16 needs a CUDA device; on the CPU use bf16")
+        if self.encoder_dtype != torch.float32:
+            self.mods.wav2vec2.to(self.encoder_dtype)
+            self.mods.wav2vec2.model.feature_extractor.register_forward_pre_hook(
+                lambda module, args: (args[0].to(self.encoder_dtype),)
+            )
+
+    @classmethod
+    def untrained(cls, encoder_source, savedir, n_speakers=8, run_opts=None, seed=0):
+        """The model around a wav2vec 2.0 encoder, with randomly initialised heads.
+
+        Its answers mean nothing; it has the trained model's architecture and
+        cost, for timing (``benchmarks/bench.py``) and for tests.
+
+        Arguments
+        ---------
+        encoder_source : str
+            Hub name or local folder of the encoder (config and weights).
+        savedir : str
+            Cache folder for the encoder.
+        n_speakers : int
+            Speakers of the (random) gallery, named ``spk0``, ``spk1``...
+        run_opts : dict, optional
+            SpeechBrain run options (``device``, ``precision``).
+        seed : int
+            Seed of the random heads and gallery.
+        """
+        from speechbrain.dataio.encoder import CategoricalEncoder
+        from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+        from mtlser_lobes.heads import CTCHead, EmotionHead, SpeakerHead
+        from mtlser_lobes.speakers import SpeakerGallery
+        from mtlser_lobes.text import ctc_label_encoder
+
+        torch.manual_seed(seed)
+        encoder = Wav2Vec2(encoder_source, save_path=savedir, freeze=True)
+        dim = encoder.model.config.hidden_size
+        emotions, speakers = CategoricalEncoder(), CategoricalEncoder()
+        emotions.update_from_iterable(["neu", "hap", "ang", "sad"])
+        speakers.update_from_iterable([f"spk{i}" for i in range(n_speakers)])
+        tokenizer = ctc_label_encoder()
+        embedding_dim = min(128, dim)
+        gallery = SpeakerGallery(n_speakers, embedding_dim)
+        gallery.centroids.copy_(torch.nn.functional.normalize(torch.randn(n_speakers, embedding_dim), dim=-1))
+        modules = {
+            "wav2vec2": encoder,
+            "emotion_head": EmotionHead(dim, 4, hidden_size=min(256, dim)),
+            "ctc_head": CTCHead(dim, len(tokenizer)),
+            "speaker_head": SpeakerHead(dim, n_speakers, embedding_dim=embedding_dim),
+            "speaker_gallery": gallery,
+        }
+        hparams = {
+            "sample_rate": 16000, "min_duration_s": 0.1, "silence_peak": 1e-4, "speaker_threshold": 0.0,
+            "blank_index": 0, "label_encoder": emotions, "tokenizer": tokenizer, "speaker_encoder": speakers,
+        }
+        return cls(modules=modules, hparams=hparams, run_opts=run_opts or {"device": "cpu"})
 
     # ------------------------------------------------------------------ audio
     def _describe(self, sample_rate, channels):
@@ -203,12 +286,11 @@ class MTLSER(Pretrained):
         return outputs
 
     def _forward_padded(self, wavs, wav_lens):
-        with self.inference_ctx:
-            feats = self.mods.wav2vec2(wavs, wav_lens)  # (batch, samples) -> (batch, frames, hidden)
-            feat_lens = frame_lengths(self.mods.wav2vec2, wav_lens, wavs.shape[1], feats.shape[1])
-            emotion = self.mods.emotion_head(feats, feat_lens)  # (batch, n_emotions)
-            ctc = self.mods.ctc_head(feats)  # (batch, frames, n_tokens)
-            embedding = self.mods.speaker_head.embed(feats, feat_lens)  # (batch, embedding_dim)
+        feats = self.mods.wav2vec2(wavs, wav_lens).float()  # (batch, samples) -> (batch, frames, hidden)
+        feat_lens = frame_lengths(self.mods.wav2vec2, wav_lens, wavs.shape[1], feats.shape[1])
+        emotion = self.mods.emotion_head(feats, feat_lens)  # (batch, n_emotions)
+        ctc = self.mods.ctc_head(feats)  # (batch, frames, n_tokens)
+        embedding = self.mods.speaker_head.embed(feats, feat_lens)  # (batch, embedding_dim)
         n_frames = torch.round(feat_lens * feats.shape[1]).long().tolist()
         return [
             {"emotion": emotion[i].float(), "ctc": ctc[i, : n_frames[i]].float(), "embedding": embedding[i].float()}

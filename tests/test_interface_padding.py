@@ -3,38 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from speechbrain.dataio.encoder import CategoricalEncoder
-from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
-from mtlser_lobes.heads import CTCHead, EmotionHead, SpeakerHead
 from mtlser_lobes.interface import MTLSER
-from mtlser_lobes.speakers import SpeakerGallery
-from mtlser_lobes.text import ctc_label_encoder
 from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
 
 
 def _interface(tmp_path, **encoder_overrides):
-    torch.manual_seed(0)
     source = save_tiny_wav2vec2(str(tmp_path / "encoder"), **encoder_overrides)
-    encoder = Wav2Vec2(source, save_path=str(tmp_path / "cache"), freeze=True)
-    emotions, speakers = CategoricalEncoder(), CategoricalEncoder()
-    emotions.update_from_iterable(["neu", "hap", "ang", "sad"])
-    speakers.update_from_iterable(["A", "B"])
-    gallery = SpeakerGallery(2, 8)
-    gallery.centroids.copy_(torch.nn.functional.normalize(torch.randn(2, 8), dim=-1))
-    modules = {
-        "wav2vec2": encoder,
-        "emotion_head": EmotionHead(64, 4, hidden_size=16),
-        "ctc_head": CTCHead(64, 29),
-        "speaker_head": SpeakerHead(64, 2, embedding_dim=8),
-        "speaker_gallery": gallery,
-    }
-    hparams = {
-        "sample_rate": 16000, "min_duration_s": 0.1, "silence_peak": 1e-4, "speaker_threshold": 0.0,
-        "blank_index": 0, "label_encoder": emotions, "tokenizer": ctc_label_encoder(),
-        "speaker_encoder": speakers,
-    }
-    return MTLSER(modules=modules, hparams=hparams, run_opts={"device": "cpu"})
+    return MTLSER.untrained(source, str(tmp_path / "cache"), n_speakers=2)
 
 
 @pytest.mark.parametrize("norm", ["layer", "group"])

@@ -351,6 +351,26 @@ def dataio_prepare(hparams):
     return datasets, encoders
 
 
+def train_loader_options(hparams, train_set):
+    """The training loader's options: fixed-size batches, or duration-bucketed dynamic ones.
+
+    With ``dynamic_batching``, SpeechBrain's ``DynamicBatchSampler`` fills each
+    batch with up to ``max_batch_length`` seconds of turns of similar duration,
+    so little of a batch is padding (``benchmarks/README.md``).
+    """
+    if not hparams["dynamic_batching"]:
+        return hparams["train_dataloader_options"]
+    from speechbrain.dataio.sampler import DynamicBatchSampler
+
+    def duration(item):
+        return float(item["duration"])
+
+    return {
+        "batch_sampler": DynamicBatchSampler(train_set, length_func=duration, **hparams["dynamic_batch_sampler"]),
+        "num_workers": hparams["num_workers"],
+    }
+
+
 def main(argv):
     """Prepares the data, trains, and tests the checkpoint of best validation UA."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
@@ -401,27 +421,12 @@ def main(argv):
     brain.tokenizer = encoders["tokenizer"]
     brain.speaker_encoder = encoders["speaker"]
 
-    train_loader_kwargs = hparams["train_dataloader_options"]
-    valid_loader_kwargs = hparams["valid_dataloader_options"]
-    if hparams["dynamic_batching"]:
-        from speechbrain.dataio.sampler import DynamicBatchSampler
-
-        def duration(item):
-            return float(item["duration"])
-
-        train_loader_kwargs = {
-            "batch_sampler": DynamicBatchSampler(
-                datasets["train"], length_func=duration, **hparams["dynamic_batch_sampler"]
-            ),
-            "num_workers": hparams["num_workers"],
-        }
-
     brain.fit(
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=train_loader_kwargs,
-        valid_loader_kwargs=valid_loader_kwargs,
+        train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
+        valid_loader_kwargs=hparams["valid_dataloader_options"],
     )
     brain.evaluate(
         datasets["test"],
