@@ -191,9 +191,9 @@ def batching(batch_size, max_batch_length):
 def isolated(threads, function, *args):
     """Runs ``function(*args)`` (which returns a dict) in a fresh process.
 
-    The process's peak RSS (``peak_rss_mib``, its main process; loader workers
-    are processes of their own) and, on GPU, the maximum allocated memory
-    (``max_allocated_mib``) are added to the dict.
+    The process's lifetime peak RSS (``process_peak_rss_mib``, its main
+    process; loader workers are processes of their own) is added to the dict;
+    the cases report the peak of their measured phase themselves.
     """
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
@@ -217,12 +217,40 @@ def _isolated_child(connection, threads, function, args):
             multiprocessing.set_start_method("fork", force=True)
         torch.set_num_threads(threads)
         result = function(*args)
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            result["max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        result["process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         connection.send(("ok", result))
     except BaseException:  # noqa: BLE001 (everything goes back to the parent)
         connection.send(("error", traceback.format_exc()))
+
+
+def reset_peak_memory(device):
+    """Starts a new peak: the RSS high-water mark (Linux ``clear_refs``), and CUDA's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as out_file:
+            out_file.write("5")
+    except OSError:
+        pass  # not Linux: the peak RSS then counts from the process start
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device):
+    """Peak RSS since :func:`reset_peak_memory` (MiB) and, on GPU, peak allocated memory."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as in_file:
+            peak = next(int(line.split()[1]) for line in in_file if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        pass
+    memory = {"peak_rss_mib": peak}
+    if torch.device(device).type == "cuda":
+        memory["max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return memory
+
+
+def progress(message):
+    """One line on stderr, so that a long run shows where it is."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def synchronize(device):
@@ -312,6 +340,7 @@ def epoch_case(config, encoder_source, data_folder, csv_path, device, max_batch_
     loader_s = time.perf_counter() - start
 
     loader_options = train.train_loader_options(hparams, datasets["train"])
+    reset_peak_memory(device)
     synchronize(device)
     start = time.perf_counter()
     brain.fit(hparams["epoch_counter"], datasets["train"], None, train_loader_kwargs=loader_options,
@@ -319,6 +348,7 @@ def epoch_case(config, encoder_source, data_folder, csv_path, device, max_batch_
     synchronize(device)
     epoch_s = time.perf_counter() - start
     return {
+        **peak_memory_mib(device),
         "config": config, "precision": settings["precision"],
         "batching": (f"dynamic, {max_batch_length:g} s" if settings["dynamic_batching"]
                      else f"fixed {settings['batch_size']}, random order"),
@@ -340,6 +370,7 @@ def epoch(name, encoder_source, folder, turns, device, threads, max_batch_length
     csv_path = os.path.join(data_folder, "train.csv")
     rows = []
     for config in EPOCH_CONFIGS:
+        progress(f"{name}: one epoch of {turns} turns ({subset.sum() / 60:.1f} min of audio), {config}")
         row = isolated(threads, epoch_case, config, encoder_source, data_folder, csv_path, str(device),
                        max_batch_length, num_workers, os.path.join(folder, f"epoch_{name}_{config}"))
         row.update({"encoder": name, "audio_s": float(subset.sum()),
@@ -358,6 +389,7 @@ INFERENCE_VARIANTS = ("fp32", "bf16", "int8")
 def inference_case(name, variant, encoder_source, cache, one_file, many_files, repeats, device):
     """Interface vs bare encoder: one file's real-time factor, many files' throughput, top ops."""
     from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
 
     from mtlser_lobes.interface import MTLSER
 
@@ -401,6 +433,19 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
         many_interface.append(time.perf_counter() - start)
         many_bare.append(sum(timed(bare, w) for w in wavs))
 
+    # Peak memory of each path alone over the many files (the model's weights are resident in both)
+    reset_peak_memory(device)
+    for w in wavs:
+        bare(w)
+    bare_memory = peak_memory_mib(device)
+    reset_peak_memory(device)
+    model.predict_files(many_files)
+    interface_memory = peak_memory_mib(device)
+
+    with FlopCounterMode(display=False) as flop_counter:
+        bare(wav)
+    flops = flop_counter.get_total_flops()
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with profile(activities=activities) as profiler:
         model.predict_file(one_file)
@@ -419,6 +464,12 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
         "throughput_interface_audio_s_per_s": audio_s / min(many_interface),
         "throughput_bare_encoder_audio_s_per_s": audio_s / min(many_bare),
         "throughput_ratio": min(many_bare) / min(many_interface),
+        "encoder_gflop_per_audio_s": flops / duration / 1e9,
+        "bare_encoder_gflop_per_s": flops / statistics.median(bare_times) / 1e9,
+        "peak_rss_bare_mib": bare_memory["peak_rss_mib"], "peak_rss_interface_mib": interface_memory["peak_rss_mib"],
+        **({"max_allocated_bare_mib": bare_memory["max_allocated_mib"],
+            "max_allocated_interface_mib": interface_memory["max_allocated_mib"]} if "max_allocated_mib" in bare_memory
+           else {}),
         "top_ops": top_ops,
         "predictions": [{"emotion": p.emotion, "probabilities": p.probabilities, "text": p.text}
                         for p in predictions],
@@ -468,6 +519,7 @@ def inference(name, encoder_source, folder, variants, n_files, repeats, device, 
     for variant in variants:
         if variant == "int8" and device.type != "cpu":
             continue  # dynamic quantisation kernels are CPU-only
+        progress(f"{name}: inference, {variant}")
         rows.append(isolated(threads, inference_case, name, variant, encoder_source, os.path.join(folder, "cache"),
                              one_file, many_files, repeats, str(device)))
     prediction_change(rows)
@@ -503,14 +555,15 @@ def print_tables(results):
               f"{row['peak_rss_mib']:.0f} |")
     if results["inference"]:
         print("\n| encoder | variant | RTF interface (3 s file) | RTF bare encoder | throughput interface / bare "
-              "(audio s/s) | ratio (target >= 0.8) | peak RSS MiB | emotion agreement vs fp32 | "
-              "max prob. change |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+              "(audio s/s) | ratio (target >= 0.8) | bare GFLOP/s | peak RSS MiB interface / bare | "
+              "emotion agreement vs fp32 | max prob. change |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results["inference"]:
         change = row.get("change_vs_fp32")
         print(f"| {row['encoder']} | {row['variant']} | {row['rtf_interface']:.4f} | {row['rtf_bare_encoder']:.4f} | "
               f"{row['throughput_interface_audio_s_per_s']:.1f} / {row['throughput_bare_encoder_audio_s_per_s']:.1f} | "
-              f"{row['throughput_ratio']:.3f} | {row['peak_rss_mib']:.0f} | "
+              f"{row['throughput_ratio']:.3f} | {row['bare_encoder_gflop_per_s']:.0f} | "
+              f"{row['peak_rss_interface_mib']:.0f} / {row['peak_rss_bare_mib']:.0f} | "
               + (f"{100 * change['emotion_agreement']:.0f} % | {change['max_probability_difference']:.4f} |"
                  if change else "- | - |"))
     for row in results["inference"]:
@@ -549,6 +602,7 @@ def main(argv=None):
         for name in args.encoder:
             source = encoder_source(name, folder)
             if "train_step" in args.parts:
+                progress(f"{name}: train steps, emotion-only vs three heads")
                 batch_size = args.batch_size or (8 if gpu or name == "tiny" else 2)
                 encoder = make_encoder(source, folder).to(device)
                 batch = make_batch(batch_size, args.seconds, device)

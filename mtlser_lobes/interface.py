@@ -313,7 +313,7 @@ class MTLSER(Pretrained):
                 duration_s=round(duration, 3),
                 emotion=self.emotion_classes[int(probabilities.argmax())],
                 probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, probabilities)},
-                text="".join(self.tokenizer.decode_ndim(tokens)).strip(),
+                text="".join(self.tokenizer.ind2lab[int(t)] for t in tokens).strip(),
                 speaker=speaker,
                 speaker_score=score,
             ))
@@ -355,11 +355,15 @@ class MTLSER(Pretrained):
                                         error=str(error))
         if good:
             index = torch.tensor(good)
-            outputs = self.forward(wavs[index], wav_lens[index])
-            durations = [float(wav_lens[i]) * wavs.shape[1] / self.sample_rate for i in good]
-            for i, prediction in zip(good, self._answer(outputs, [sources[i] for i in good], durations)):
+            answers = self._predict_checked(wavs[index], wav_lens[index], [sources[i] for i in good])
+            for i, prediction in zip(good, answers):
                 results[i] = prediction
         return results
+
+    def _predict_checked(self, wavs, wav_lens, sources):
+        """:meth:`predict_batch` for items already checked."""
+        durations = [float(relative) * wavs.shape[1] / self.sample_rate for relative in wav_lens]
+        return self._answer(self.forward(wavs, wav_lens), sources, durations)
 
     def predict_file(self, path, segment_s=None, batch_size=8):
         """Answers one audio file.
@@ -414,7 +418,7 @@ class MTLSER(Pretrained):
                 for i, wav in enumerate(wavs):
                     batch[i, : wav.shape[0]] = wav
                 lens = torch.tensor([w.shape[0] / longest for w in wavs])
-                for slot, prediction in zip(slots, self.predict_batch(batch, lens, names)):
+                for slot, prediction in zip(slots, self._predict_checked(batch, lens, names)):
                     results[slot] = prediction
         return results
 

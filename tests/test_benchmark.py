@@ -53,7 +53,8 @@ def test_benchmark_smallest_size_writes_finite_positive_figures(tmp_path):
     for row in epochs.values():
         assert row["turns"] == 12 and row["precision"] in ("fp32", "bf16")
         for key in ("epoch_s", "loader_s", "loader_utterances_per_s", "train_utterances_per_s",
-                    "full_epoch_projected_s", "speedup_vs_reference", "peak_rss_mib", "train_loss", "audio_s"):
+                    "full_epoch_projected_s", "speedup_vs_reference", "peak_rss_mib", "process_peak_rss_mib",
+                    "train_loss", "audio_s"):
             assert math.isfinite(row[key]) and row[key] > 0, key
         assert 0 <= row["padded_fraction"] < 1
     # The full epoch is projected from the subset's audio
@@ -63,7 +64,8 @@ def test_benchmark_smallest_size_writes_finite_positive_figures(tmp_path):
     assert set(variants) == {"fp32", "bf16", "int8"}
     for row in variants.values():
         for key in ("rtf_interface", "rtf_bare_encoder", "throughput_interface_audio_s_per_s",
-                    "throughput_bare_encoder_audio_s_per_s", "throughput_ratio", "peak_rss_mib"):
+                    "throughput_bare_encoder_audio_s_per_s", "throughput_ratio", "peak_rss_interface_mib",
+                    "peak_rss_bare_mib", "process_peak_rss_mib", "bare_encoder_gflop_per_s"):
             assert math.isfinite(row[key]) and row[key] > 0, key
         assert row["top_ops"] and all(op["self_ms"] > 0 for op in row["top_ops"])
     assert "change_vs_fp32" not in variants["fp32"]
