@@ -17,9 +17,10 @@ error, the others are answered).
 
 Precision: ``run_opts={"precision": "bf16"}`` (SpeechBrain's run option; the
 CLI's ``--precision``) stores and runs the wav2vec 2.0 encoder in bfloat16;
-the heads stay in float32. On CPUs with AVX512-BF16 or AMX it halves the time
+the heads stay in float32. On a CPU with AVX512-BF16 it about halves the time
 of wav2vec2-base (``benchmarks/README.md`` gives the figures and the change in
-the predictions); on CPUs without bf16 instructions it is slower than fp32.
+the predictions); CPUs without bf16 instructions emulate it, which may be
+slower than fp32.
 """
 
 import os
