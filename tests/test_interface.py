@@ -327,6 +327,13 @@ def test_cli_table_json_and_exit_codes(experiment, tmp_path):
     assert len(rows) == len(files_in_folder) + 1
     assert sum("ERROR" in row for row in rows) == len(files_in_folder) - len(good_copies)
 
+    # bf16 encoder: the same files answered, probabilities close to fp32's
+    bf16 = _infer([experiment["model"], *good_copies, "--json", "--quiet", "--precision", "bf16"])
+    assert bf16.returncode == 0, bf16.stderr[-3000:]
+    for line in (json.loads(line) for line in bf16.stdout.strip().splitlines()):
+        fp32 = answered[line["source"]]["probabilities"]
+        assert line["probabilities"] == pytest.approx(fp32, abs=0.05)
+
     nothing = _infer([experiment["model"], *bad, "--quiet"])
     assert nothing.returncode == 1 and "no such file" in nothing.stderr
     assert _infer([str(tmp_path), good[0]]).returncode == 2  # not a model folder
