@@ -341,7 +341,7 @@ def epoch_case(config, encoder_source, data_folder, csv_path, device, max_batch_
         n_turns += wavs.shape[0]
     loader_s = time.perf_counter() - start
 
-    loader_options = train.train_loader_options(hparams, datasets["train"])
+    loader_options = train.train_loader_options(hparams, datasets["train"])  # fresh, as train.py has them
     reset_peak_memory(device)
     synchronize(device)
     start = time.perf_counter()

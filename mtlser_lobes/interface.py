@@ -294,7 +294,7 @@ class MTLSER(Pretrained):
         embedding = self.mods.speaker_head.embed(feats, feat_lens)  # (batch, embedding_dim)
         n_frames = torch.round(feat_lens * feats.shape[1]).long().tolist()
         return [
-            {"emotion": emotion[i].float(), "ctc": ctc[i, : n_frames[i]].float(), "embedding": embedding[i].float()}
+            {"emotion": emotion[i], "ctc": ctc[i, : n_frames[i]], "embedding": embedding[i]}
             for i in range(wavs.shape[0])
         ]
 
