@@ -26,7 +26,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process, main_process_only
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, main_process_only
 from speechbrain.utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -60,11 +60,18 @@ class FallbackCheckpointer(Checkpointer):
         return super()._save_checkpoint_metafile(pending, meta_to_include or {}, end_of_epoch)
 
     def save_checkpoint(self, *args, **kwargs):
-        """Saves every recoverable, then makes the checkpoint visible with one rename."""
+        """Saves every recoverable, then makes the checkpoint visible with one rename.
+
+        Every process waits for the rename: otherwise another rank could list
+        the checkpoints before the new one is visible, choose other ones to
+        delete than the main process and leave the two deadlocked in
+        ``delete_checkpoints`` (one in a broadcast, the other in a barrier).
+        """
         self._pending_meta = None
         checkpoint = super().save_checkpoint(*args, **kwargs)
         if if_main_process() and self._pending_meta is not None:
             os.replace(*self._pending_meta)
+        ddp_barrier()
         return checkpoint
 
     def recover_if_possible(self, importance_key=None, max_key=None, min_key=None,

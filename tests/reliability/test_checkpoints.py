@@ -7,7 +7,11 @@ bytes, and a pickle that would create a file when unpickled.
 """
 
 import logging
+import os
 import pathlib
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,3 +119,57 @@ def test_the_recipe_uses_the_fallback_checkpointer(tiny_encoder, tmp_path):
         )
     assert isinstance(hparams["checkpointer"], FallbackCheckpointer)
     assert hparams["skip_nonfinite_grads"] is True
+
+
+_RANK_SCRIPT = r"""
+import os, sys, time
+import torch
+from mtlser_lobes.checkpoints import FallbackCheckpointer
+
+rank = int(os.environ["RANK"])
+torch.distributed.init_process_group("gloo")
+if rank == 0:  # the main process makes a new checkpoint visible late, as on a loaded machine
+    replace = os.replace
+
+    def late_replace(*args):
+        time.sleep(1.5)
+        replace(*args)
+
+    os.replace = late_replace
+checkpointer = FallbackCheckpointer(sys.argv[1], recoverables={"model": torch.nn.Linear(2, 2)})
+checkpointer.save_checkpoint(meta={"UA": 50.0})
+seen = len(checkpointer.list_checkpoints())
+checkpointer.save_and_keep_only(meta={"UA": 60.0}, max_keys=["UA"])  # lists, then deletes on every rank
+kept = [c.meta["UA"] for c in checkpointer.list_checkpoints()]
+print(f"rank={rank} seen={seen} kept={kept}", flush=True)
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_every_rank_sees_a_new_checkpoint_before_choosing_what_to_delete(tmp_path, ledger):
+    """Two gloo processes; the main one renames late. Every rank must see the checkpoint it just
+    saved, or the ranks choose different deletions and deadlock (one in a broadcast, one in a barrier).
+    """
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(tmp_path / "save")],
+                         env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = []
+    try:
+        for process in ranks:
+            outputs.append(process.communicate(timeout=120)[0])
+    except subprocess.TimeoutExpired:
+        for process in ranks:
+            process.kill()
+        pytest.fail("the two ranks deadlocked while saving and deleting checkpoints")
+    for rank, (process, output) in enumerate(zip(ranks, outputs)):
+        assert process.returncode == 0, output[-3000:]
+        assert f"rank={rank} seen=1 kept=[60.0]" in output, output[-3000:]
+    ledger("multi-process", "checkpoint made visible late by the main rank")
