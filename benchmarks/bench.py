@@ -18,8 +18,8 @@ Measured in the same run, on the same batches:
   of ``predict_files`` on many, each against the bare encoder forward on the same audio, for fp32,
   bf16 and dynamic int8, with the change of the predictions against fp32 and the top ops.
 
-Every epoch and inference case runs in a fresh process, whose peak RSS (and on GPU the maximum
-allocated memory) is reported.
+Every epoch and inference case runs in a fresh process and reports the peak RSS of its measured
+phase (and on GPU the maximum allocated memory).
 
 Encoders have random weights (timing does not depend on them): ``tiny`` is the test encoder,
 ``base`` has wav2vec2-base's architecture (95 M parameters).
@@ -31,6 +31,8 @@ Usage::
 """
 
 import argparse
+import csv
+import importlib
 import json
 import multiprocessing
 import os
@@ -261,6 +263,13 @@ def synchronize(device):
 
 
 # -------------------------------------------------------------------- epoch
+def recipe_module(name):
+    """A module of the recipe folder (``train``, ``iemocap_prepare``)."""
+    if RECIPE not in sys.path:
+        sys.path.insert(0, RECIPE)
+    return importlib.import_module(name)
+
+
 def write_synthetic_turns(folder, durations, seed=0):
     """Writes one 16 kHz wav per duration and a ``train.csv`` in the recipe's format.
 
@@ -283,12 +292,16 @@ def write_synthetic_turns(folder, durations, seed=0):
         soundfile.write(os.path.join(folder, "wav", f"{i}.wav"), audio, 16000, subtype="PCM_16")
         n_chars = max(1, int(12 * duration))
         words = "".join(rng.choice(letters, n_chars))
-        words = " ".join(words[j:j + 5] for j in range(0, n_chars, 5))
-        rows.append(f"turn{i},{duration:.4f},$data_root/wav/{i}.wav,{['neu', 'hap', 'ang', 'sad'][i % 4]},"
-                    f"{words},spk{speaker}")
+        rows.append({
+            "ID": f"turn{i}", "duration": f"{duration:.4f}", "wav": f"$data_root/wav/{i}.wav",
+            "emo": ["neu", "hap", "ang", "sad"][i % 4], "spk_id": f"spk{speaker}",
+            "wrd": " ".join(words[j:j + 5] for j in range(0, n_chars, 5)),
+        })
     csv_path = os.path.join(folder, "train.csv")
-    with open(csv_path, "w", encoding="utf-8") as out_file:
-        out_file.write("ID,duration,wav,emo,wrd,spk_id\n" + "\n".join(rows) + "\n")
+    with open(csv_path, "w", encoding="utf-8", newline="") as out_file:
+        writer = csv.DictWriter(out_file, fieldnames=recipe_module("iemocap_prepare").CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
     return csv_path
 
 
@@ -302,9 +315,7 @@ EPOCH_CONFIGS = {
 
 def epoch_case(config, encoder_source, data_folder, csv_path, device, max_batch_length, num_workers, workdir):
     """One epoch of train.py's MTLBrain over the turns of ``csv_path``; the loader alone first."""
-    if RECIPE not in sys.path:
-        sys.path.insert(0, RECIPE)
-    import train  # the recipe's train.py
+    train = recipe_module("train")
     from hyperpyyaml import load_hyperpyyaml
 
     settings = EPOCH_CONFIGS[config]
