@@ -26,6 +26,9 @@ class Wav2Vec2FromConfig(Wav2Vec2):
         ``do_normalize`` of the trained encoder).
     output_norm : bool
         Layer-normalise the output, as the training lobe's ``output_norm``.
+    output_all_hiddens : bool
+        Return every hidden state ``(layers, batch, frames, hidden)``, as the
+        training lobe did, for heads that weigh the encoder's layers.
 
     Example
     -------
@@ -37,7 +40,7 @@ class Wav2Vec2FromConfig(Wav2Vec2):
     torch.Size([2, 49, 16])
     """
 
-    def __init__(self, config, normalize_wav=False, output_norm=False):
+    def __init__(self, config, normalize_wav=False, output_norm=False, output_all_hiddens=False):
         torch.nn.Module.__init__(self)  # skips the lobe's download-and-load constructor
         self.config = Wav2Vec2Config(**config)
         self.config.apply_spec_augment = False
@@ -45,7 +48,7 @@ class Wav2Vec2FromConfig(Wav2Vec2):
         self.model.eval()
         self.normalize_wav = normalize_wav
         self.output_norm = output_norm
-        self.output_all_hiddens = False
+        self.output_all_hiddens = output_all_hiddens
         self.freeze_feature_extractor = True
         self.freeze = True
         self.freeze_model(self.model)

@@ -39,6 +39,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import EER
 
+from mtlser_lobes.checkpoints import average_best_checkpoints
 from mtlser_lobes.speakers import SpeakerGallery, centroid
 from mtlser_lobes.text import ctc_label_encoder
 
@@ -76,18 +77,15 @@ wav2vec2: !new:mtlser_lobes.encoder.Wav2Vec2FromConfig
     config: !ref <encoder_config>
     normalize_wav: {normalize_wav}
     output_norm: {output_norm}
+    output_all_hiddens: {output_all_hiddens}
 
+# The heads, with the arguments they were trained with.
 emotion_head: !new:mtlser_lobes.heads.EmotionHead
-    input_size: {encoder_dim}
-    n_emotions: {n_emotions}
-    hidden_size: {emotion_hidden_size}
+{emotion_head_args}
 ctc_head: !new:mtlser_lobes.heads.CTCHead
-    input_size: {encoder_dim}
-    n_tokens: {n_tokens}
+{ctc_head_args}
 speaker_head: !new:mtlser_lobes.heads.SpeakerHead
-    input_size: {encoder_dim}
-    n_speakers: {n_speakers}
-    embedding_dim: {embedding_dim}
+{speaker_head_args}
 speaker_gallery: !new:mtlser_lobes.speakers.SpeakerGallery
     n_speakers: {n_speakers}
     embedding_dim: {embedding_dim}
@@ -344,6 +342,12 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     checkpoint = checkpointer.recover_if_possible(max_key=max_key)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {hparams['save_folder']}: train first")
+    n_average = int(hparams.get("average_checkpoints", 1))
+    if n_average > 1 and max_key:
+        # The model that was tested: the average of the best checkpoints (train.py does the same)
+        average_best_checkpoints(
+            checkpointer, {name: hparams[name] for name in WEIGHTS[:-1]}, max_key, n_average
+        )
     logger.info(f"exporting {checkpoint.path} to {model_folder}")
 
     encoder = hparams["wav2vec2"]
@@ -380,10 +384,10 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
             "encoder_config": _yaml_block(encoder.model.config.to_dict()),
             "normalize_wav": bool(encoder.normalize_wav),
             "output_norm": bool(encoder.output_norm),
-            "encoder_dim": encoder.model.config.hidden_size,
-            "n_emotions": len(emotion_encoder),
-            "emotion_hidden_size": hparams["emotion_head"].classifier[1].out_features,
-            "n_tokens": len(tokenizer),
+            "output_all_hiddens": bool(encoder.output_all_hiddens),
+            "emotion_head_args": _yaml_block(hparams["emotion_head"].config),
+            "ctc_head_args": _yaml_block(hparams["ctc_head"].config),
+            "speaker_head_args": _yaml_block(hparams["speaker_head"].config),
             "n_speakers": len(speakers),
             "embedding_dim": embedding_dim,
         }

@@ -4,6 +4,12 @@ Every head takes the encoder frames ``(batch, time, hidden)`` and SpeechBrain's
 relative lengths ``(batch,)``; utterance-level heads pool over the real frames
 only, so padding never changes their output.
 
+Each head also accepts the stack of all the encoder's hidden states
+``(layers, batch, time, hidden)`` (the lobe's ``output_all_hiddens``) and
+chooses where it reads the encoder (:class:`LayerSelection`): the last layer,
+or a learned softmax-weighted sum of every layer (SUPERB style), so that
+prosody can come from lower layers and words from upper ones.
+
 Example
 -------
 >>> feats = torch.randn(2, 50, 16)
@@ -14,12 +20,84 @@ torch.Size([2, 4])
 torch.Size([2, 50, 29])
 >>> SpeakerHead(16, n_speakers=8, embedding_dim=32)(feats, lengths).shape
 torch.Size([2, 8])
+>>> layers = torch.randn(3, 2, 50, 16)  # every hidden state of a 2-layer encoder
+>>> EmotionHead(16, n_emotions=4, n_layers=3)(layers, lengths).shape
+torch.Size([2, 4])
 """
 
 import torch
 from speechbrain.dataio.dataio import length_to_mask
 
-__all__ = ["MaskedPooling", "EmotionHead", "CTCHead", "SpeakerHead"]
+__all__ = [
+    "LayerSelection", "MaskedPooling", "EmotionHead", "CTCHead", "SpeakerHead",
+    "UncertaintyWeighting", "layer_count",
+]
+
+LAYER_CHOICES = ("last", "weighted")
+CTC_BLOCKS = ("none", "lstm", "transformer")
+POOLINGS = ("mean", "meanstd")
+
+
+def layer_count(choice, n_hidden_states):
+    """``n_layers`` argument of a head from its YAML choice: None (last) or the count (weighted).
+
+    Example
+    -------
+    >>> layer_count("last", 3), layer_count("weighted", 3)
+    (None, 3)
+    """
+    if choice not in LAYER_CHOICES:
+        raise ValueError(f"a head reads the encoder's {' or '.join(LAYER_CHOICES)} layers, not {choice!r}")
+    return int(n_hidden_states) if choice == "weighted" else None
+
+
+class LayerSelection(torch.nn.Module):
+    """Where a head reads the encoder: the last layer, or a learned weighted sum of all layers.
+
+    With ``n_layers``, the input is the stack of the encoder's hidden states
+    ``(layers, batch, time, hidden)``; each layer is layer-normalised (no
+    parameters) and the layers are summed with softmax weights learned with the
+    head, as SpeechBrain's weighted SSL lobe and the SUPERB benchmark do. Without
+    it, the head reads the last layer (``feats[-1]`` of a stack, or the frames
+    themselves).
+
+    Arguments
+    ---------
+    n_layers : int or None
+        Number of hidden states to weigh (the encoder's layers + 1); None: last layer.
+
+    Example
+    -------
+    >>> stack = torch.randn(3, 2, 5, 4)
+    >>> torch.equal(LayerSelection()(stack), stack[-1])
+    True
+    >>> selection = LayerSelection(n_layers=3)
+    >>> selection(stack).shape, selection.layer_weights().tolist()  # uniform at the start
+    (torch.Size([2, 5, 4]), [0.3333333432674408, 0.3333333432674408, 0.3333333432674408])
+    """
+
+    def __init__(self, n_layers=None):
+        super().__init__()
+        self.n_layers = n_layers
+        self.weights = torch.nn.Parameter(torch.zeros(n_layers)) if n_layers else None
+
+    def layer_weights(self):
+        """The softmax weights of the layers (None when reading the last layer)."""
+        return None if self.weights is None else torch.softmax(self.weights.detach(), dim=0)
+
+    def forward(self, feats):
+        """(layers, batch, time, hidden) or (batch, time, hidden) -> (batch, time, hidden)."""
+        if self.weights is None:
+            return feats[-1] if feats.dim() == 4 else feats
+        if feats.dim() != 4 or feats.shape[0] != self.n_layers:
+            raise ValueError(
+                f"this head weighs {self.n_layers} encoder layers and needs their stack "
+                f"(layers, batch, time, hidden) (output_all_hiddens), got {tuple(feats.shape)}"
+            )
+        normed = torch.nn.functional.layer_norm(feats, feats.shape[-1:])
+        weights = torch.softmax(self.weights, dim=0).to(feats.dtype)
+        return (weights.view(-1, 1, 1, 1) * normed).sum(dim=0)
+
 
 
 class MaskedPooling(torch.nn.Module):
@@ -69,7 +147,7 @@ class MaskedPooling(torch.nn.Module):
 
 
 class EmotionHead(torch.nn.Module):
-    """Utterance-level emotion classifier: masked mean pooling + MLP.
+    """Utterance-level emotion classifier: masked pooling + MLP.
 
     Arguments
     ---------
@@ -81,34 +159,57 @@ class EmotionHead(torch.nn.Module):
         Width of the hidden layer.
     dropout : float
         Dropout before each linear layer.
+    n_layers : int or None
+        Read a learned weighted sum of this many encoder hidden states
+        (:class:`LayerSelection`); None reads the last layer.
+    pooling : str
+        ``mean`` over the frames, or ``meanstd`` (mean and standard deviation:
+        how much the voice varies over the turn, not only its average).
 
     Example
     -------
-    >>> head = EmotionHead(8, n_emotions=4, hidden_size=16)
+    >>> head = EmotionHead(8, n_emotions=4, hidden_size=16, pooling="meanstd")
     >>> log_probs = head(torch.randn(3, 20, 8), torch.ones(3))
     >>> torch.allclose(log_probs.exp().sum(dim=-1), torch.ones(3))
     True
+    >>> head.config["pooling"]
+    'meanstd'
     """
 
-    def __init__(self, input_size, n_emotions=4, hidden_size=256, dropout=0.1):
+    def __init__(self, input_size, n_emotions=4, hidden_size=256, dropout=0.1, n_layers=None,
+                 pooling="mean"):
         super().__init__()
-        self.pooling = MaskedPooling()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        #: Constructor arguments, written into an exported model's hyperparams.yaml.
+        self.config = {"input_size": input_size, "n_emotions": n_emotions,
+                       "hidden_size": hidden_size, "dropout": dropout, "n_layers": n_layers,
+                       "pooling": pooling}
+        self.layers = LayerSelection(n_layers)
+        self.pooling = MaskedPooling(return_std=pooling == "meanstd")
+        pooled_size = 2 * input_size if pooling == "meanstd" else input_size
         self.classifier = torch.nn.Sequential(
             torch.nn.Dropout(dropout),
-            torch.nn.Linear(input_size, hidden_size),
+            torch.nn.Linear(pooled_size, hidden_size),
             torch.nn.LeakyReLU(),
             torch.nn.Dropout(dropout),
             torch.nn.Linear(hidden_size, n_emotions),
         )
 
     def forward(self, feats, lengths=None):
-        """(batch, time, hidden) -> log-probabilities (batch, n_emotions)."""
-        pooled = self.pooling(feats, lengths)  # (batch, hidden)
+        """(batch, time, hidden) or a stack of layers -> log-probabilities (batch, n_emotions)."""
+        pooled = self.pooling(self.layers(feats), lengths)  # (batch, hidden or 2 * hidden)
         return torch.log_softmax(self.classifier(pooled), dim=-1)
 
 
 class CTCHead(torch.nn.Module):
-    """Frame-level character classifier for CTC.
+    """Frame-level character classifier for CTC, with an optional block of its own.
+
+    The ``block`` is a task-specific layer between the shared encoder and the
+    output layer (a bidirectional LSTM or a transformer layer), so that the
+    lexical task does not have to reshape the shared top layer alone. It sees
+    only the real frames of each utterance (packed LSTM, padding mask), so
+    padding never changes the output.
 
     Arguments
     ---------
@@ -118,22 +219,65 @@ class CTCHead(torch.nn.Module):
         Output symbols including the blank (see :mod:`mtlser_lobes.text`).
     dropout : float
         Dropout on the encoder frames.
+    n_layers : int or None
+        Read a learned weighted sum of this many encoder hidden states; None: last layer.
+    block : str
+        ``none``, ``lstm`` or ``transformer``.
+    block_size : int or None
+        Width of the block (LSTM: both directions together); None: ``input_size``.
 
     Example
     -------
     >>> log_probs = CTCHead(8, n_tokens=5)(torch.randn(2, 7, 8))
     >>> torch.allclose(log_probs.exp().sum(dim=-1), torch.ones(2, 7))
     True
+    >>> CTCHead(8, n_tokens=5, block="lstm")(torch.randn(2, 7, 8), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 7, 5])
     """
 
-    def __init__(self, input_size, n_tokens, dropout=0.1):
+    def __init__(self, input_size, n_tokens, dropout=0.1, n_layers=None, block="none",
+                 block_size=None):
         super().__init__()
+        if block not in CTC_BLOCKS:
+            raise ValueError(f"block must be one of {CTC_BLOCKS}, not {block!r}")
+        block_size = int(block_size or input_size)
+        self.config = {"input_size": input_size, "n_tokens": n_tokens, "dropout": dropout,
+                       "n_layers": n_layers, "block": block, "block_size": block_size}
+        self.layers = LayerSelection(n_layers)
         self.dropout = torch.nn.Dropout(dropout)
-        self.linear = torch.nn.Linear(input_size, n_tokens)
+        self.block = None
+        output_size = input_size
+        if block == "lstm":
+            self.block = torch.nn.LSTM(input_size, max(1, block_size // 2), batch_first=True,
+                                       bidirectional=True)
+            output_size = 2 * max(1, block_size // 2)
+        elif block == "transformer":
+            heads = next(h for h in (4, 2, 1) if input_size % h == 0)
+            self.block = torch.nn.TransformerEncoderLayer(
+                input_size, heads, dim_feedforward=block_size, dropout=dropout, batch_first=True
+            )
+        self.linear = torch.nn.Linear(output_size, n_tokens)
 
-    def forward(self, feats):
-        """(batch, time, hidden) -> log-probabilities (batch, time, n_tokens)."""
-        return torch.log_softmax(self.linear(self.dropout(feats)), dim=-1)
+    def forward(self, feats, lengths=None):
+        """(batch, time, hidden) or a stack of layers -> log-probabilities (batch, time, n_tokens)."""
+        x = self.dropout(self.layers(feats))
+        if self.block is not None:
+            n_frames = x.shape[1]
+            if lengths is None:
+                lengths = torch.ones(x.shape[0], device=x.device)
+            absolute = torch.round(lengths * n_frames).clamp(min=1).long()
+            if isinstance(self.block, torch.nn.LSTM):
+                packed = torch.nn.utils.rnn.pack_padded_sequence(
+                    x, absolute.cpu(), batch_first=True, enforce_sorted=False
+                )
+                output, _ = self.block(packed)
+                x, _ = torch.nn.utils.rnn.pad_packed_sequence(
+                    output, batch_first=True, total_length=n_frames
+                )
+            else:
+                padding = ~length_to_mask(absolute, max_len=n_frames, device=x.device).bool()
+                x = self.block(x, src_key_padding_mask=padding)
+        return torch.log_softmax(self.linear(x), dim=-1)
 
 
 class SpeakerHead(torch.nn.Module):
@@ -153,6 +297,8 @@ class SpeakerHead(torch.nn.Module):
         Size of the speaker embedding.
     dropout : float
         Dropout before the embedding layer.
+    n_layers : int or None
+        Read a learned weighted sum of this many encoder hidden states; None: last layer.
 
     Example
     -------
@@ -161,8 +307,11 @@ class SpeakerHead(torch.nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, input_size, n_speakers, embedding_dim=128, dropout=0.1):
+    def __init__(self, input_size, n_speakers, embedding_dim=128, dropout=0.1, n_layers=None):
         super().__init__()
+        self.config = {"input_size": input_size, "n_speakers": n_speakers,
+                       "embedding_dim": embedding_dim, "dropout": dropout, "n_layers": n_layers}
+        self.layers = LayerSelection(n_layers)
         self.pooling = MaskedPooling(return_std=True)
         self.embedding = torch.nn.Sequential(
             torch.nn.Dropout(dropout),
@@ -173,9 +322,56 @@ class SpeakerHead(torch.nn.Module):
         )
 
     def embed(self, feats, lengths=None):
-        """(batch, time, hidden) -> speaker embeddings (batch, embedding_dim)."""
-        return self.embedding(self.pooling(feats, lengths))
+        """(batch, time, hidden) or a stack of layers -> speaker embeddings (batch, embedding_dim)."""
+        return self.embedding(self.pooling(self.layers(feats), lengths))
 
     def forward(self, feats, lengths=None):
-        """(batch, time, hidden) -> log-probabilities (batch, n_speakers)."""
+        """(batch, time, hidden) or a stack of layers -> log-probabilities (batch, n_speakers)."""
         return torch.log_softmax(self.classifier(self.embed(feats, lengths)), dim=-1)
+
+
+class UncertaintyWeighting(torch.nn.Module):
+    """Learned task weights: homoscedastic uncertainty weighting (Kendall et al., 2018).
+
+    Each task ``i`` has a learned log-variance ``s_i``; the total loss is
+    ``sum_i exp(-s_i) * w_i * L_i + s_i / 2``, where ``w_i`` is the task's
+    fixed prior weight (1 for emotion, ``alpha``, ``beta``), so that a zero
+    weight still switches a task off. A task whose loss stays large gets a
+    larger variance and so a smaller weight, instead of taking over the
+    shared encoder.
+
+    Arguments
+    ---------
+    tasks : list of str
+        Names of the tasks, in the order of :meth:`weights`.
+
+    Example
+    -------
+    >>> weighting = UncertaintyWeighting(["emotion", "ctc"])
+    >>> total = weighting({"emotion": torch.tensor(1.0), "ctc": torch.tensor(3.0)}, {"ctc": 0.1})
+    >>> round(total.item(), 4)
+    1.3
+    >>> weighting.weights()
+    {'emotion': 1.0, 'ctc': 1.0}
+    """
+
+    def __init__(self, tasks):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.log_variances = torch.nn.Parameter(torch.zeros(len(self.tasks)))
+
+    def weights(self):
+        """Current learned weight ``exp(-s_i)`` of each task."""
+        return {t: float(torch.exp(-v)) for t, v in zip(self.tasks, self.log_variances.detach())}
+
+    def forward(self, losses, prior_weights=None):
+        """Weighted sum of the ``losses`` dict (tasks absent from it are skipped)."""
+        prior_weights = prior_weights or {}
+        total = 0.0
+        for index, task in enumerate(self.tasks):
+            if task not in losses:
+                continue
+            log_variance = self.log_variances[index]
+            weight = prior_weights.get(task, 1.0)
+            total = total + torch.exp(-log_variance) * weight * losses[task] + 0.5 * log_variance
+        return total

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-__all__ = ["encoder_output_size", "frame_lengths", "write_text_atomically"]
+__all__ = ["encoder_output_size", "encoder_hidden_states", "frame_lengths", "write_text_atomically"]
 
 
 def encoder_output_size(encoder):
@@ -33,6 +33,23 @@ def encoder_output_size(encoder):
     48
     """
     return int(encoder.model.config.hidden_size)
+
+
+def encoder_hidden_states(encoder):
+    """How many hidden states the encoder lobe returns with ``output_all_hiddens``.
+
+    Its transformer layers plus the projected convolutional features before them
+    (13 for ``facebook/wav2vec2-base``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+    >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    >>> encoder_hidden_states(Wav2Vec2(save_tiny_wav2vec2(tempfile.mkdtemp()), save_path=tempfile.mkdtemp()))
+    3
+    """
+    return int(encoder.model.config.num_hidden_layers) + 1
 
 
 def frame_lengths(encoder, wav_lens, n_samples, n_frames):

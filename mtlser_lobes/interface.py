@@ -287,12 +287,15 @@ class MTLSER(Pretrained):
         return outputs
 
     def _forward_padded(self, wavs, wav_lens):
-        feats = self.mods.wav2vec2(wavs, wav_lens).float()  # (batch, samples) -> (batch, frames, hidden)
-        feat_lens = frame_lengths(self.mods.wav2vec2, wav_lens, wavs.shape[1], feats.shape[1])
+        # (batch, samples) -> (batch, frames, hidden), or every hidden state
+        # (layers, batch, frames, hidden) for heads that weigh the encoder's layers
+        feats = self.mods.wav2vec2(wavs, wav_lens).float()
+        n_frames = feats.shape[-2]
+        feat_lens = frame_lengths(self.mods.wav2vec2, wav_lens, wavs.shape[1], n_frames)
         emotion = self.mods.emotion_head(feats, feat_lens)  # (batch, n_emotions)
-        ctc = self.mods.ctc_head(feats)  # (batch, frames, n_tokens)
+        ctc = self.mods.ctc_head(feats, feat_lens)  # (batch, frames, n_tokens)
         embedding = self.mods.speaker_head.embed(feats, feat_lens)  # (batch, embedding_dim)
-        n_frames = torch.round(feat_lens * feats.shape[1]).long().tolist()
+        n_frames = torch.round(feat_lens * n_frames).long().tolist()
         return [
             {"emotion": emotion[i], "ctc": ctc[i, : n_frames[i]], "embedding": embedding[i]}
             for i in range(wavs.shape[0])

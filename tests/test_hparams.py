@@ -49,4 +49,6 @@ def test_every_file_loads(path, tiny_encoder, tmp_path):
         )
     assert hparams["encoder_dim"] == 64
     assert hparams["ctc_head"].linear.out_features == 29
-    assert set(hparams["modules"]) == {"wav2vec2", "emotion_head", "ctc_head", "speaker_head"}
+    assert set(hparams["modules"]) == {
+        "wav2vec2", "emotion_head", "ctc_head", "speaker_head", "task_weighting"
+    }

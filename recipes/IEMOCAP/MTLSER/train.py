@@ -39,6 +39,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import load_training_audio
+from mtlser_lobes.checkpoints import average_best_checkpoints
 from mtlser_lobes.demo_corpus import generate_demo_corpus
 from mtlser_lobes.export import export_model
 from mtlser_lobes.helpers import frame_lengths
@@ -47,9 +48,18 @@ from mtlser_lobes.text import ctc_label_encoder
 
 logger = get_logger(__name__)
 
+#: Modules whose weights make the model (checkpoint averaging, export).
+MODEL_PARTS = ("wav2vec2", "emotion_head", "ctc_head", "speaker_head")
+
 
 class MTLBrain(sb.Brain):
-    """Brain of the three-head model; heads with a zero loss weight are skipped."""
+    """Brain of the three-head model; heads with a zero loss weight are skipped.
+
+    ``emotion_class_weights`` (a tensor, or None) weighs the emotion loss per
+    class; ``main`` sets it from train.csv when ``class_balanced_loss`` is on.
+    """
+
+    emotion_class_weights = None
 
     @property
     def use_ctc(self):
@@ -71,37 +81,91 @@ class MTLBrain(sb.Brain):
         """
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        feats = self.modules.wav2vec2(wavs, wav_lens)  # (batch, samples) -> (batch, frames, hidden)
+        if stage == sb.Stage.TRAIN and self.hparams.augment:
+            # Same batch size and labels: the augmenter neither concatenates nor replicates
+            wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
+        # (batch, samples) -> (layers, batch, frames, hidden): every hidden state, each head
+        # reads the last layer or its own weighted sum of all of them
+        feats = self.modules.wav2vec2(wavs, wav_lens)
         # Relative lengths in frames, exact, so that padding never enters the pooling
-        feat_lens = frame_lengths(self.modules.wav2vec2, wav_lens, wavs.shape[1], feats.shape[1])
+        feat_lens = frame_lengths(self.modules.wav2vec2, wav_lens, wavs.shape[1], feats.shape[-2])
         predictions = {
             "feat_lens": feat_lens,
             "emotion": self.modules.emotion_head(feats, feat_lens),
         }
         if self.use_ctc:
-            predictions["ctc"] = self.modules.ctc_head(feats)
+            predictions["ctc"] = self.modules.ctc_head(feats, feat_lens)
         if self.use_speaker:
             predictions["speaker"] = self.modules.speaker_head(feats, feat_lens)
         return predictions
 
+    def effective_alpha(self):
+        """``alpha``, ramped up linearly from 0 over the first ``alpha_warmup_epochs`` epochs.
+
+        With a warm-up of N epochs, epoch 1 trains without the CTC loss and epoch
+        N + 1 onwards with the full ``alpha``: the emotion head learns first,
+        before the lexical task pulls the shared encoder its way.
+        """
+        warmup = self.hparams.alpha_warmup_epochs
+        if warmup <= 0:
+            return self.hparams.alpha
+        epoch = max(1, self.hparams.epoch_counter.current)
+        return self.hparams.alpha * min(1.0, (epoch - 1) / warmup)
+
+    def _ctc_loss(self, log_probs, tokens, feat_lens, token_lens):
+        """CTC loss normalised as ``ctc_loss_reduction`` says.
+
+        ``mean``: per target token, then over the batch (torch's ``mean``; at the
+        start of training about (frames / tokens) * log(symbols), e.g. 18 on
+        3-second turns); ``frame``: per input frame, then over the batch (about
+        log(symbols) = 3.4 at the start, the scale of the emotion loss);
+        ``batchmean``: per utterance.
+        """
+        reduction = self.hparams.ctc_loss_reduction
+        if reduction != "frame":
+            return sb.nnet.losses.ctc_loss(
+                log_probs, tokens, feat_lens, token_lens, self.hparams.blank_index,
+                reduction=reduction,
+            )
+        n_frames = log_probs.shape[1]
+        absolute_frames = torch.round(feat_lens * n_frames).clamp(min=1)
+        absolute_tokens = torch.round(token_lens * tokens.shape[1]).long()
+        per_utterance = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), tokens, absolute_frames.long(), absolute_tokens,
+            self.hparams.blank_index, zero_infinity=True, reduction="none",
+        )  # (batch,), summed over each utterance
+        return (per_utterance / absolute_frames).mean()
+
     def compute_objectives(self, predictions, batch, stage):
-        """Returns ``L_emotion + alpha * L_ctc + beta * L_speaker``; feeds the metrics."""
+        """Returns ``L_emotion + alpha * L_ctc + beta * L_speaker``; feeds the metrics.
+
+        With ``loss_weighting: uncertainty`` the three terms are weighed by learned
+        uncertainties instead (alpha and beta stay prior factors, 0 still switches
+        a task off).
+        """
         feat_lens = predictions["feat_lens"]
         emotions = batch.emo_encoded.data.view(-1)  # (batch,)
-        terms = {"emotion": torch.nn.functional.nll_loss(predictions["emotion"], emotions)}
-        loss = terms["emotion"]
+        class_weights = self.emotion_class_weights
+        if class_weights is not None:
+            class_weights = class_weights.to(predictions["emotion"].device)
+        terms = {
+            "emotion": torch.nn.functional.nll_loss(
+                predictions["emotion"], emotions, weight=class_weights
+            )
+        }
         if self.use_ctc:
             tokens, token_lens = batch.tokens
-            terms["ctc"] = sb.nnet.losses.ctc_loss(
-                predictions["ctc"], tokens, feat_lens, token_lens, self.hparams.blank_index
-            )
-            loss = loss + self.hparams.alpha * terms["ctc"]
+            terms["ctc"] = self._ctc_loss(predictions["ctc"], tokens, feat_lens, token_lens)
         speakers = batch.spk_encoded.data.view(-1)  # (batch,), -1 for unseen speakers
         if self.use_speaker and (speakers >= 0).any():
             terms["speaker"] = torch.nn.functional.nll_loss(
                 predictions["speaker"], speakers, ignore_index=-1
             )
-            loss = loss + self.hparams.beta * terms["speaker"]
+        prior_weights = {"emotion": 1.0, "ctc": self.effective_alpha(), "speaker": self.hparams.beta}
+        if self.hparams.loss_weighting == "uncertainty":
+            loss = self.modules.task_weighting(terms, prior_weights)
+        else:
+            loss = sum(prior_weights[name] * value for name, value in terms.items())
         for name, value in terms.items():
             if torch.isfinite(value):  # a non-finite batch is skipped (nonfinite_patience)
                 self.term_sums[name] = self.term_sums.get(name, 0.0) + value.detach()
@@ -154,6 +218,7 @@ class MTLBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             if self.nonfinite_count:
                 stats["nonfinite_batches_skipped"] = self.nonfinite_count
+            stats.update(self._learned_weights())
             return stats
         emotion = self.emotion_metrics.summarize()
         stats.update({"WA": 100 * emotion["WA"], "UA": 100 * emotion["UA"]})
@@ -162,6 +227,21 @@ class MTLBrain(sb.Brain):
             stats["WER"] = self.wer_metric.summarize("error_rate")
         if self.use_speaker and self.speaker_counts["known"] > 0:
             stats["speaker_acc"] = 100 * self.speaker_counts["correct"] / self.speaker_counts["known"]
+        return stats
+
+    def _learned_weights(self):
+        """The weights learned this epoch: task weights (uncertainty) and each head's layer weights."""
+        stats = {}
+        if self.use_ctc and self.hparams.alpha_warmup_epochs > 0:
+            stats["alpha_effective"] = self.effective_alpha()
+        if self.hparams.loss_weighting == "uncertainty":
+            for name, weight in self.modules.task_weighting.weights().items():
+                stats[f"weight_{name}"] = weight
+        for name in ("emotion", "ctc", "speaker"):
+            head = self.modules[f"{name}_head"]
+            weights = head.layers.layer_weights()
+            if weights is not None and (name == "emotion" or getattr(self, f"use_{name}")):
+                stats[f"layers_{name}"] = "/".join(f"{w:.2f}" for w in weights.tolist())
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -187,7 +267,8 @@ class MTLBrain(sb.Brain):
                 stats_meta=epoch_stats, train_stats=self.train_stats, valid_stats=stats
             )
             self.checkpointer.save_and_keep_only(
-                meta={"UA": stats["UA"], "WA": stats["WA"]}, max_keys=["UA"]
+                meta={"UA": stats["UA"], "WA": stats["WA"]}, max_keys=["UA"],
+                num_to_keep=max(1, self.hparams.average_checkpoints),
             )
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
@@ -196,6 +277,13 @@ class MTLBrain(sb.Brain):
             )
             if if_main_process():
                 self._write_test_results(stats)
+
+    def _best_valid_ua(self):
+        """Validation UA of the best checkpoint (what selected the tested model), or None."""
+        if self.checkpointer is None:
+            return None
+        best = self.checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=1)
+        return float(best[0].meta["UA"]) if best else None
 
     def _write_test_results(self, stats):
         """Writes the test JSON and ``predictions.csv``."""
@@ -211,6 +299,8 @@ class MTLBrain(sb.Brain):
             "protocol": self.hparams.protocol,
             "test_session": self.hparams.test_session,
             "epoch": self.hparams.epoch_counter.current,
+            "best_valid_UA": self._best_valid_ua(),
+            "averaged_checkpoints": self.hparams.average_checkpoints,
             "speaker_note": None,
         }
         if not self.use_speaker:
@@ -241,6 +331,15 @@ class MTLBrain(sb.Brain):
         os.replace(temporary, self.hparams.test_results)
         logger.info(f"test results written to {self.hparams.test_results}")
 
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the best checkpoint, or the average of the ``average_checkpoints`` best."""
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        if self.hparams.average_checkpoints > 1 and self.checkpointer is not None and max_key:
+            average_best_checkpoints(
+                self.checkpointer, {name: self.modules[name] for name in MODEL_PARTS},
+                max_key, self.hparams.average_checkpoints,
+            )
+
     def init_optimizers(self):
         """One optimizer for the encoder (unless frozen), one for the active heads."""
         heads = [self.modules.emotion_head]
@@ -248,6 +347,8 @@ class MTLBrain(sb.Brain):
             heads.append(self.modules.ctc_head)
         if self.use_speaker:
             heads.append(self.modules.speaker_head)
+        if self.hparams.loss_weighting == "uncertainty":
+            heads.append(self.modules.task_weighting)
         self.optimizer = self.hparams.opt_class(
             [p for head in heads for p in head.parameters()]
         )
@@ -351,6 +452,35 @@ def dataio_prepare(hparams):
     return datasets, encoders
 
 
+def emotion_class_weights(train_set, emotion_encoder):
+    """Inverse-frequency weights of the emotion classes in ``train_set`` (mean 1 over its turns).
+
+    UA, the metric, counts every class equally, and IEMOCAP and RAVDESS are
+    imbalanced: with these weights each class weighs as much in the loss.
+    A class absent from training gets weight 0 (with a warning).
+
+    Returns
+    -------
+    torch.Tensor
+        (n_classes,), in the encoder's index order.
+    """
+    labels = [row["emo"] for row in train_set.data.values()]
+    counts = torch.zeros(len(emotion_encoder))
+    for label in labels:
+        counts[emotion_encoder.lab2ind[label]] += 1
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    missing = [emotion_encoder.ind2lab[i] for i in range(len(counts)) if not present[i]]
+    if missing:
+        logger.warning(f"no training turn of {', '.join(missing)}: weight 0 in the emotion loss")
+    logger.info(
+        "class-balanced emotion loss: "
+        + ", ".join(f"{emotion_encoder.ind2lab[i]} {w:.2f}" for i, w in enumerate(weights.tolist()))
+    )
+    return weights
+
+
 def train_loader_options(hparams, train_set):
     """The training loader's options: fixed-size batches, or duration-bucketed dynamic ones.
 
@@ -420,6 +550,8 @@ def main(argv):
     )
     brain.tokenizer = encoders["tokenizer"]
     brain.speaker_encoder = encoders["speaker"]
+    if hparams["class_balanced_loss"]:
+        brain.emotion_class_weights = emotion_class_weights(datasets["train"], encoders["emotion"])
 
     brain.fit(
         brain.hparams.epoch_counter,
