@@ -31,7 +31,7 @@ import numpy as np
 from mtlser_lobes.helpers import write_text_atomically
 
 #: Metrics averaged over folds (those missing from a cell's results are skipped).
-METRICS = ("WA", "UA", "CER", "WER", "speaker_acc")
+METRICS = ("WA", "UA", "CER", "WER", "speaker_acc", "best_valid_UA")
 #: File a finished cell writes last (through a rename, so it is never half-written).
 RESULTS_FILE = "test_results.json"
 #: Record of how a cell was launched, to refuse mixing runs of different commands.
@@ -54,6 +54,9 @@ def config_name(alpha, beta):
 class Cell:
     """One training of a study: a configuration on a fold.
 
+    A configuration is ``(alpha, beta)``, optionally with a ``label`` and extra
+    ``train.py`` options (``overrides``): the rows of a lever study.
+
     Example
     -------
     >>> cell = Cell(alpha=0.1, beta=0.0, protocol="loso", test_session=3, seed=1986)
@@ -61,6 +64,8 @@ class Cell:
     ('alpha0.1_beta0', 'session3_seed1986')
     >>> Cell(alpha=0, beta=0, protocol="random", test_session=5, seed=7).fold
     'seed7'
+    >>> Cell(0.1, 0.1, "loso", 1, 1986, label="ctc_lstm", overrides=("--ctc_block", "lstm")).config
+    'ctc_lstm'
     """
 
     alpha: float
@@ -68,11 +73,13 @@ class Cell:
     protocol: str
     test_session: int
     seed: int
+    label: str = ""
+    overrides: tuple = ()
 
     @property
     def config(self):
-        """Name of the configuration."""
-        return config_name(self.alpha, self.beta)
+        """Name of the configuration: its label, or ``alpha<a>_beta<b>``."""
+        return self.label or config_name(self.alpha, self.beta)
 
     @property
     def fold(self):
@@ -83,7 +90,9 @@ class Cell:
 
 
 def make_cells(configs, protocol, test_sessions, seeds):
-    """Every ``(alpha, beta)`` of ``configs`` crossed with every fold, in ``configs`` order.
+    """Every configuration of ``configs`` crossed with every fold, in ``configs`` order.
+
+    A configuration is ``(alpha, beta)`` or ``(alpha, beta, label, overrides)``.
 
     Under ``random`` the folds are the seeds alone (the held-out session is unused).
 
@@ -97,10 +106,15 @@ def make_cells(configs, protocol, test_sessions, seeds):
     2
     """
     sessions = test_sessions if protocol == "loso" else test_sessions[-1:]
-    return [
-        Cell(float(alpha), float(beta), protocol, int(session), int(seed))
-        for alpha, beta in configs for session in sessions for seed in seeds
-    ]
+    cells = []
+    for config in configs:
+        alpha, beta, label, overrides = (tuple(config) + ("", ()))[:4]
+        cells += [
+            Cell(float(alpha), float(beta), protocol, int(session), int(seed), label,
+                 tuple(overrides))
+            for session in sessions for seed in seeds
+        ]
+    return cells
 
 
 # ------------------------------------------------------------------ running
@@ -255,6 +269,8 @@ def read_cell_results(cell, folder, emotion_classes=None):
         results = json.load(results_file)
     classes = emotion_classes or results["emotion_classes"]
     row = {"kind": "fold", **asdict(cell), "config": cell.config, "fold": cell.fold}
+    row["overrides"] = " ".join(cell.overrides)
+    row["best_valid_UA"] = results.get("best_valid_UA")
     for metric in METRICS:
         row[metric] = results.get(metric)
     for name in classes:
@@ -294,6 +310,7 @@ def aggregate(rows, emotion_classes):
     for row in rows:
         summary = summaries.setdefault(row["config"], {
             "alpha": row["alpha"], "beta": row["beta"], "folds": [], "values": {},
+            "overrides": row.get("overrides", ""), "baseline": bool(row.get("baseline")),
             "confusion": np.zeros((len(emotion_classes),) * 2, dtype=int),
         })
         summary["folds"].append(row["fold"])
@@ -312,7 +329,7 @@ def aggregate(rows, emotion_classes):
     return summaries
 
 
-def paired_tests(rows, reference, metrics=("UA", "WA")):
+def paired_tests(rows, reference, metrics=("UA", "WA"), skip_baselines=False):
     """Wilcoxon signed-rank and paired t tests of each configuration against ``reference``.
 
     Folds are paired by name; only folds finished under both configurations
@@ -335,6 +352,8 @@ def paired_tests(rows, reference, metrics=("UA", "WA")):
     tests = []
     for config in by_config:
         if config == reference:
+            continue
+        if skip_baselines and any(r.get("baseline") for r in by_config[config].values()):
             continue
         folds = sorted(set(by_config[config]) & set(by_config[reference]))
         for metric in metrics:
@@ -371,8 +390,8 @@ def grid_matrix(summaries, alphas, betas, metric):
 
 # ------------------------------------------------------------------ outputs
 
-CSV_HEADER = ["kind", "config", "alpha", "beta", "fold", "protocol", "test_session", "seed",
-              "n_folds"]
+CSV_HEADER = ["kind", "config", "baseline", "alpha", "beta", "overrides", "fold", "protocol",
+              "test_session", "seed", "n_folds"]
 
 
 def write_results_csv(path, rows, summaries, emotion_classes):
@@ -385,7 +404,8 @@ def write_results_csv(path, rows, summaries, emotion_classes):
     for config, summary in summaries.items():
         for kind in ("mean", "std"):
             line = {"kind": kind, "config": config, "alpha": summary["alpha"],
-                    "beta": summary["beta"], "fold": "+".join(summary["folds"]),
+                    "beta": summary["beta"], "baseline": summary["baseline"],
+                    "overrides": summary["overrides"], "fold": "+".join(summary["folds"]),
                     "n_folds": summary["n_folds"]}
             line.update({m: summary[kind].get(m) for m in metrics})
             lines.append(line)
@@ -422,32 +442,48 @@ def _p(value):
 
 
 def markdown_table(summaries, tests, emotion_classes, reference):
-    """The results as a Markdown table (mean ± std over folds) and the paired tests."""
+    """The results as a Markdown table (mean ± std over folds) and the paired tests.
+
+    Floor rows (``baseline``) are marked as such; ``tests`` may hold tests
+    against several references (the emotion-only model and each floor), each
+    reference getting its own table.
+    """
     has = lambda metric: any(metric in s["mean"] for s in summaries.values())  # noqa: E731
-    columns = ["WA", "UA"] + [f"recall_{c}" for c in emotion_classes]
+    columns = [m for m in ("best_valid_UA",) if has(m)] + ["WA", "UA"]
+    columns += [f"recall_{c}" for c in emotion_classes]
     columns += [m for m in ("CER", "WER", "speaker_acc") if has(m)]
     titles = {"WA": "WA %", "UA": "UA %", "CER": "CER %", "WER": "WER %",
-              "speaker_acc": "speaker acc %"}
+              "speaker_acc": "speaker acc %", "best_valid_UA": "valid UA %"}
     titles.update({f"recall_{c}": f"recall {c} %" for c in emotion_classes})
     lines = [
-        "| alpha | beta | folds | " + " | ".join(titles[c] for c in columns) + " |",
-        "|---:|---:|---:|" + "---:|" * len(columns),
+        "| config | alpha | beta | folds | " + " | ".join(titles[c] for c in columns) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(columns),
     ]
-    for summary in summaries.values():
-        cells = [f"{summary['alpha']:g}", f"{summary['beta']:g}", str(summary["n_folds"])]
+    for config, summary in summaries.items():
+        if summary.get("baseline"):
+            cells = [f"floor: {config}", "–", "–", str(summary["n_folds"])]
+        else:
+            cells = [config, f"{summary['alpha']:g}", f"{summary['beta']:g}", str(summary["n_folds"])]
         cells += [_mean_std(summary, c) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    if tests:
-        n_pairs = max(test["n_pairs"] for test in tests)
+    overrides = [(c, s["overrides"]) for c, s in summaries.items() if s.get("overrides")]
+    if overrides:
+        lines += ["", "Options of each configuration beyond alpha and beta:", ""]
+        lines += [f"- `{config}`: `{options}`" for config, options in overrides]
+    by_reference = {}
+    for test in tests:
+        by_reference.setdefault(test.get("reference", reference), []).append(test)
+    for name, group in by_reference.items():
+        n_pairs = max(test["n_pairs"] for test in group)
         lines += [
             "",
-            f"Paired tests against {reference} over the folds both finished (two-sided p-values; "
+            f"Paired tests against {name} over the folds both finished (two-sided p-values; "
             f"with {n_pairs} folds the smallest exact Wilcoxon p is {2 / 2 ** n_pairs:.4g}):",
             "",
             "| config | metric | pairs | mean diff (points) | Wilcoxon p | paired t p |",
             "|---|---|---:|---:|---:|---:|",
         ]
-        for test in tests:
+        for test in group:
             diff = "n/a" if test["mean_difference"] is None else f"{test['mean_difference']:+.2f}"
             lines.append(
                 f"| {test['config']} | {test['metric']} | {test['n_pairs']} | {diff} | "
@@ -522,7 +558,9 @@ def plot_bars(path, summaries, title):
         means = [summaries[n]["mean"].get(metric, np.nan) for n in names]
         stds = [summaries[n]["std"].get(metric) or 0.0 for n in names]
         axis.bar(positions + offset, means, 0.4, yerr=stds, capsize=3, label=metric)
-    axis.set_xticks(positions, [n.replace("_", "\n") for n in names], fontsize=8)
+    labels = [("floor:\n" if summaries[n].get("baseline") else "") + n.replace("_", "\n")
+              for n in names]
+    axis.set_xticks(positions, labels, fontsize=7)
     axis.set_ylabel("% (mean ± std over folds)")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)

@@ -27,6 +27,17 @@ On a Slurm cluster, one job-array task per cell (``pip install submitit``)::
     python run_experiments.py hparams/mtl.yaml --study grid ... --launcher submitit \\
         --slurm_partition gpu --timeout_min 600 --gpus 1
 
+A lever study: emotion only, the multi-task default, and one row per
+``--variant NAME "TRAIN.PY OPTIONS"`` at the same alpha and beta::
+
+    python run_experiments.py hparams/mtl.yaml --study levers --alpha 0.1 --beta 0.1 \
+        --variant ctc_lstm "--ctc_block lstm" --variant balanced "--class_balanced_loss True" ...
+
+Every study also reports floors computed on exactly the same splits
+(``--floors``, default: majority class, MFCC and filterbank statistics with
+logistic regression; see ``mtlser_lobes.baselines``), with paired tests of
+every configuration against them.
+
 Any other ``--key value`` is passed to every ``train.py`` run (e.g.
 ``--number_of_epochs 10 --wav2vec2_hub tiny_wav2vec2``). Re-running the same
 command skips finished cells and resumes unfinished ones from their last
@@ -43,12 +54,14 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes import experiments
+from mtlser_lobes.baselines import FLOORS, evaluate_floor, read_split_rows, write_floor_results
 from mtlser_lobes.demo_corpus import generate_demo_corpus
 from mtlser_lobes.helpers import write_text_atomically
 
@@ -78,9 +91,18 @@ def parse_args(argv):
         epilog="Unknown --key value pairs are passed to every train.py run.",
     )
     parser.add_argument("hparams", help="train.py's YAML, e.g. hparams/mtl.yaml")
-    parser.add_argument("--study", choices=["ablation", "grid", "single"], default="ablation",
+    parser.add_argument("--study", choices=["ablation", "grid", "single", "levers"],
+                        default="ablation",
                         help="ablation: (0,0), (alpha,0), (0,beta), (alpha,beta); grid: alphas x "
-                        "betas; single: (alpha, beta)")
+                        "betas; single: (alpha, beta); levers: (0,0), (alpha,beta) and each "
+                        "--variant at (alpha,beta)")
+    parser.add_argument("--variant", nargs=2, action="append", default=[],
+                        metavar=("NAME", "OPTIONS"),
+                        help='a configuration at (alpha, beta) with extra train.py options, e.g. '
+                        '--variant ctc_lstm "--ctc_block lstm" (levers; repeatable)')
+    parser.add_argument("--floors", nargs="*", default=list(FLOORS), choices=FLOORS,
+                        help="floor rows computed on the same splits (default: all; none: "
+                        "--floors with no name)")
     parser.add_argument("--results_folder", required=True)
     parser.add_argument("--runs_folder", default=None,
                         help="where the cells train (default RESULTS_FOLDER/runs); studies that "
@@ -116,6 +138,15 @@ def parse_args(argv):
     for option in overrides:
         if option.startswith("--") and option[2:].split("=")[0] in RESERVED:
             parser.error(f"{option} is set per cell by the study; use the study's options")
+    names = [name for name, _ in args.variant]
+    if len(set(names)) != len(names) or any(not re.fullmatch(r"[A-Za-z][\w.-]*", n) for n in names):
+        parser.error("--variant names must be distinct words (letters, digits, _ . -)")
+    for name, options in args.variant:
+        for option in shlex.split(options):
+            if option.startswith("--") and option[2:].split("=")[0] in RESERVED:
+                parser.error(f"--variant {name}: {option} is set per cell by the study")
+    if args.variant and args.study != "levers":
+        parser.error("--variant belongs to --study levers")
     if args.seeds is None:
         args.seeds = [1986 + i for i in range(5)] if args.protocol == "random" else [1986]
     return args, overrides
@@ -128,6 +159,12 @@ def study_configs(args):
         return list(dict.fromkeys(pairs))
     if args.study == "grid":
         return [(a, b) for a in args.alphas for b in args.betas]
+    if args.study == "levers":
+        pairs = [(0.0, 0.0), (args.alpha, args.beta)]
+        return list(dict.fromkeys(pairs)) + [
+            (args.alpha, args.beta, name, tuple(shlex.split(options)))
+            for name, options in args.variant
+        ]
     return [(args.alpha, args.beta)]
 
 
@@ -156,7 +193,7 @@ def cell_specs(cells, args, overrides, data_folder, runs_folder):
             args.hparams, "--data_folder", data_folder, "--protocol", cell.protocol,
             "--alpha", f"{cell.alpha:g}", "--beta", f"{cell.beta:g}",
             "--test_session", str(cell.test_session), "--seed", str(cell.seed),
-            "--output_folder", folder, *extra,
+            "--output_folder", folder, *extra, *cell.overrides,
         ]
         record_path = os.path.join(folder, experiments.CELL_FILE)
         if os.path.isfile(record_path):
@@ -250,6 +287,37 @@ def protocol_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def floor_results(args, cells, report, runs_folder, results_folder):
+    """The floors' rows: each trained and scored on every fold's own split lists.
+
+    Written to ``RESULTS/floors/<floor>/<fold>/test_results.json``, computed once.
+    """
+    if not args.floors:
+        return []
+    cell_of_fold = {}
+    for cell in cells:
+        cell_of_fold.setdefault(cell.fold, cell)
+    cache, rows = {}, []
+    for floor in args.floors:
+        for fold, entry in report["folds"].items():
+            cell = cell_of_fold[fold]
+            folder = os.path.join(results_folder, "floors", floor, fold)
+            path = os.path.join(folder, experiments.RESULTS_FILE)
+            if not os.path.isfile(path):
+                source = os.path.join(runs_folder, cell.config, cell.fold)
+                with open(os.path.join(source, experiments.CELL_FILE)) as record_file:
+                    train_args = json.load(record_file)["train_args"]
+                data_folder = train_args[train_args.index("--data_folder") + 1]
+                splits = read_split_rows(source, data_folder)
+                write_floor_results(path, evaluate_floor(floor, splits, EMOTION_CLASSES, cache=cache))
+            floor_cell = experiments.Cell(0.0, 0.0, cell.protocol, cell.test_session, cell.seed,
+                                          label=floor)
+            row = experiments.read_cell_results(floor_cell, folder, EMOTION_CLASSES)
+            row["baseline"] = True
+            rows.append(row)
+    return rows
+
+
 def write_outputs(args, cells, outcomes, runs_folder, results_folder):
     """Aggregates the finished cells and writes every output file; returns the summary."""
     report = protocol_report(cells, runs_folder, results_folder, args.protocol)
@@ -273,13 +341,21 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
                            "attempts": outcome.get("attempts", 0),
                            "returncode": outcome.get("returncode"),
                            "log": os.path.join(folder, "runner.log")})
+    floor_rows = floor_results(args, cells, report, runs_folder, results_folder)
+    trained = list(rows)
+    rows += floor_rows
     summaries = experiments.aggregate(rows, EMOTION_CLASSES)
     reference = REFERENCE if REFERENCE in summaries else None
-    tests = experiments.paired_tests(rows, reference) if reference else []
+    tests = experiments.paired_tests(rows, reference, skip_baselines=True) if reference else []
+    for floor in args.floors:
+        if floor in summaries:
+            tests += experiments.paired_tests(
+                trained + [r for r in floor_rows if r["config"] == floor], floor
+            )
 
     results = {
         "study": args.study, "protocol": args.protocol, "emotion_classes": EMOTION_CLASSES,
-        "configs": [experiments.config_name(a, b) for a, b in study_configs(args)],
+        "configs": list(dict.fromkeys(cell.config for cell in cells)), "floors": args.floors,
         "folds": rows, "aggregates": summaries, "paired_tests": tests, "failed": failed,
     }
     if args.study == "grid":
