@@ -21,6 +21,7 @@ from recipe_helpers import TINY_ENCODER_OVERRIDES
 pytestmark = pytest.mark.slow
 
 ALPHAS, BETAS, FOLDS = ["0", "0.1"], ["0", "0.1"], ["4", "5"]
+FLOORS = ["majority", "mfcc_logreg", "fbank_logreg"]
 CONFIGS = [f"alpha{a}_beta{b}" for a in ALPHAS for b in BETAS]
 FOLD_NAMES = [f"session{s}_seed1986" for s in FOLDS]
 
@@ -46,7 +47,7 @@ def study(tmp_path_factory, tiny_encoder, demo_release):
     result = run_study(args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert "8 cells (4 configs x 2 folds): 0 finished, 8 to run" in result.stdout
-    return {"folder": results, "args": args}
+    return {"folder": results, "args": args, "data_folder": demo_release}
 
 
 def cell_folder(study, config, fold):
@@ -62,21 +63,23 @@ def test_grid_writes_every_output(study):
     folder = study["folder"]
     rows = read_csv(os.path.join(folder, "results.csv"))
     folds = [(r["config"], r["fold"]) for r in rows if r["kind"] == "fold"]
-    assert sorted(folds) == sorted((c, f) for c in CONFIGS for f in FOLD_NAMES)
+    assert sorted(folds) == sorted((c, f) for c in CONFIGS + FLOORS for f in FOLD_NAMES)
+    assert {r["config"] for r in rows if r["baseline"] == "True"} == set(FLOORS)
     for kind in ("mean", "std"):
-        assert sorted(r["config"] for r in rows if r["kind"] == kind) == sorted(CONFIGS)
+        assert sorted(r["config"] for r in rows if r["kind"] == kind) == sorted(CONFIGS + FLOORS)
         assert all(r["n_folds"] == "2" for r in rows if r["kind"] == kind)
     results = json.load(open(os.path.join(folder, "results.json")))
-    assert results["failed"] == [] and len(results["folds"]) == 8
-    assert sorted(results["aggregates"]) == sorted(CONFIGS)
-    # Paired tests against emotion-only: 3 configs x (UA, WA), each over both folds
-    assert {(t["config"], t["metric"]) for t in results["paired_tests"]} == {
-        (c, m) for c in CONFIGS[1:] for m in ("UA", "WA")
-    }
+    assert results["failed"] == [] and len(results["folds"]) == 8 + 2 * len(FLOORS)
+    assert sorted(results["aggregates"]) == sorted(CONFIGS + FLOORS)
+    # Paired tests against emotion-only (3 configs) and against each floor (4 configs), x (UA, WA)
+    assert {(t["reference"], t["config"], t["metric"]) for t in results["paired_tests"]} == {
+        ("alpha0_beta0", c, m) for c in CONFIGS[1:] for m in ("UA", "WA")
+    } | {(floor, c, m) for floor in FLOORS for c in CONFIGS for m in ("UA", "WA")}
     assert all(t["n_pairs"] == 2 for t in results["paired_tests"])
     table = open(os.path.join(folder, "results.md")).read()
-    assert sum(line.startswith("| 0") for line in table.splitlines()) == 4
-    assert "Wilcoxon p" in table
+    assert sum(line.startswith("| alpha") for line in table.splitlines()) == 4
+    assert sum(line.startswith("| floor: ") for line in table.splitlines()) == len(FLOORS)
+    assert "Paired tests against mfcc_logreg" in table and "Wilcoxon p" in table
     for config in CONFIGS:
         assert os.path.getsize(os.path.join(folder, f"confusion_{config}.png")) > 0
     assert os.path.getsize(os.path.join(folder, "grid.png")) > 0
@@ -90,6 +93,21 @@ def test_grid_writes_every_output(study):
             copied = open(os.path.join(folder, "splits", fold, f"{split}.lst")).read()
             assert copied == open(os.path.join(cell_folder(study, CONFIGS[0], fold), f"{split}.lst")).read()
             assert len(copied.split()) == entry["sizes"][split]
+
+
+def test_floors_are_trained_on_each_folds_own_split(study):
+    from mtlser_lobes.baselines import evaluate_floor, read_split_rows
+
+    results = json.load(open(os.path.join(study["folder"], "results.json")))
+    for fold in FOLD_NAMES:
+        rows = {r["config"]: r for r in results["folds"] if r["fold"] == fold}
+        # majority class: one class predicted, so UA is exactly chance
+        assert rows["majority"]["UA"] == pytest.approx(25.0)
+        splits = read_split_rows(cell_folder(study, CONFIGS[0], fold), study["data_folder"])
+        again = evaluate_floor("mfcc_logreg", splits, ["neu", "hap", "ang", "sad"])
+        assert rows["mfcc_logreg"]["UA"] == pytest.approx(again["UA"])
+        assert sum(map(sum, again["confusion"])) == len(splits["test"])
+        assert 0 <= rows["mfcc_logreg"]["best_valid_UA"] <= 100
 
 
 def test_aggregates_equal_a_recomputation_from_the_fold_jsons(study):
@@ -221,5 +239,34 @@ def test_submitit_launcher_runs_a_cell(tmp_path, tiny_encoder, demo_release):
     ])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.load(open(tmp_path / "results.json"))
-    assert [(r["config"], r["fold"]) for r in results["folds"]] == [("alpha0.1_beta0", FOLD_NAMES[1])]
+    trained = [(r["config"], r["fold"]) for r in results["folds"] if not r.get("baseline")]
+    assert trained == [("alpha0.1_beta0", FOLD_NAMES[1])]
     assert os.listdir(tmp_path / "submitit")  # submitit's own job folder
+
+
+def test_lever_study_adds_named_variants_beside_the_reference(study):
+    """--study levers: emotion only, the multi-task default and each --variant, on the same folds.
+
+    Shares the grid's cells (same --runs_folder and options): only the variant trains.
+    """
+    args = list(study["args"])
+    args[args.index("--study") + 1] = "levers"
+    args[args.index("--results_folder") + 1] = os.path.join(study["folder"], "levers")
+    for option in ("--alphas", "--betas"):
+        i = args.index(option)
+        del args[i:i + 3]
+    args += ["--runs_folder", os.path.join(study["folder"], "runs"), "--alpha", "0.1", "--beta", "0.1",
+             "--variant", "balanced", "--class_balanced_loss True", "--floors", "majority"]
+    result = run_study(args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "6 cells (3 configs x 2 folds): 4 finished, 2 to run" in result.stdout
+    results = json.load(open(os.path.join(study["folder"], "levers", "results.json")))
+    assert results["configs"] == ["alpha0_beta0", "alpha0.1_beta0.1", "balanced"]
+    record = json.load(open(os.path.join(cell_folder(study, "balanced", FOLD_NAMES[0]), "cell.json")))
+    assert record["train_args"][-2:] == ["--class_balanced_loss", "True"]
+    assert "class-balanced emotion loss" in open(
+        os.path.join(cell_folder(study, "balanced", FOLD_NAMES[0]), "runner.log")).read()
+    table = open(os.path.join(study["folder"], "levers", "results.md")).read()
+    assert "| balanced | 0.1 | 0.1 | 2 |" in table and "`balanced`: `--class_balanced_loss True`" in table
+    bad = run_study(args[:-4] + ["--variant", "x", "--alpha 1"])
+    assert bad.returncode == 2 and "set per cell by the study" in bad.stderr
