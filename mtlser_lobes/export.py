@@ -294,7 +294,8 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
             if key in results:
                 lines.append(f"| {label} | {results[key]:.2f} |")
         lines += ["", "Recall per class: " + ", ".join(
-            f"{name} {100 * value:.1f}%" for name, value in results["recall"].items()
+            f"{name} {100 * value:.1f}%" if value is not None else f"{name} n/a (not in the test set)"
+            for name, value in results["recall"].items()
         ) + "."]
         if results.get("speaker_note"):
             lines.append(f"Speaker: {results['speaker_note']}.")
