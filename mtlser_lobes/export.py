@@ -39,6 +39,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import EER
 
+from mtlser_lobes.helpers import training_directory
 from mtlser_lobes.speakers import SpeakerGallery, centroid
 from mtlser_lobes.text import ctc_label_encoder
 
@@ -152,17 +153,6 @@ def load_safetensors(module, path):
     module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
 
 
-def _training_directory(experiment_folder, output_folder):
-    """The directory train.py ran in: relative paths of its hyperparams start there."""
-    if os.path.isabs(output_folder):
-        return os.getcwd()
-    experiment = os.path.normpath(os.path.abspath(experiment_folder))
-    relative = os.path.normpath(output_folder)
-    if experiment.endswith(os.sep + relative):
-        return experiment[: -len(relative) - 1]
-    return os.getcwd()
-
-
 def _load_training_hparams(experiment_folder):
     """Loads ``<experiment>/hyperparams.yaml`` (as saved by train.py) from where it ran."""
     path = os.path.join(experiment_folder, "hyperparams.yaml")
@@ -173,7 +163,7 @@ def _load_training_hparams(experiment_folder):
     with open(path, encoding="utf-8") as fin:
         text = fin.read()
     match = re.search(r"^output_folder:\s*(.+?)\s*$", text, flags=re.MULTILINE)
-    workdir = _training_directory(experiment_folder, match.group(1) if match else ".")
+    workdir = training_directory(experiment_folder, match.group(1) if match else ".")
     previous = os.getcwd()
     os.chdir(workdir)
     try:
