@@ -302,7 +302,8 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
     return "\n".join(lines)
 
 
-def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker=30, seed=1234):
+def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker=30, seed=1234,
+                 checkpoints_dir=None):
     """Writes the inference folder of a finished ``train.py`` experiment.
 
     Arguments
@@ -319,6 +320,9 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
         validation trials that set the "unknown" threshold.
     seed : int
         Seed of that choice of utterances.
+    checkpoints_dir : str, optional
+        Where the checkpoints are, when not in the experiment's ``save`` folder
+        (SpeechBrain's ``--debug`` runs keep theirs in a temporary folder).
 
     Returns
     -------
@@ -331,10 +335,10 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     model_folder = os.path.abspath(model_folder or os.path.join(experiment_folder, "model"))
     hparams = _load_training_hparams(experiment_folder)
     checkpointer = hparams["checkpointer"]
-    checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(hparams["save_folder"])
+    checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(checkpoints_dir or hparams["save_folder"])
     checkpoint = checkpointer.recover_if_possible(max_key=max_key)
     if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint in {hparams['save_folder']}: train first")
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.checkpoints_dir}: train first")
     logger.info(f"exporting {checkpoint.path} to {model_folder}")
 
     encoder = hparams["wav2vec2"]

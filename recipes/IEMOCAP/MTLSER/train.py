@@ -643,10 +643,20 @@ def main(argv):
         test_loader_kwargs=hparams["test_dataloader_options"],
     )
     if hparams["export_inference_model"]:
+        # In debug mode the checkpoints are in a temporary folder (SpeechBrain's): export from
+        # there, with a few utterances per speaker for the speaker calibration.
+        debug = brain.debug and not brain.debug_persistently
         run_on_main(
             export_model,
-            kwargs={"experiment_folder": hparams["output_folder"], "model_folder": hparams["model_folder"]},
+            kwargs={
+                "experiment_folder": hparams["output_folder"],
+                "model_folder": hparams["model_folder"],
+                "checkpoints_dir": str(brain.checkpointer.checkpoints_dir) if debug else None,
+                "per_speaker": 2 if debug else 30,
+            },
         )
+        if debug:
+            logger.info(f"debug run: the model of its temporary checkpoints is in {hparams['model_folder']}")
     # Every rank leaves together and the process group is closed before the interpreter exits:
     # left to interpreter shutdown, gloo on the CPU sometimes aborts a rank during teardown.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
