@@ -25,6 +25,7 @@ BAD_OPTIONS = {
     "n_speakers under random": ({"protocol": "random"}, "have 10 speakers: pass --n_speakers 10"),
     "data folder missing": ({"data_folder": "/nonexistent/IEMOCAP_full_release"},
                             "data_folder /nonexistent/IEMOCAP_full_release does not exist"),
+    "unknown option": ({"alhpa": "0.1"}, "--alhpa is not an option of"),
 }
 
 

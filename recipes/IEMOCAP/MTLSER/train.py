@@ -488,6 +488,22 @@ def check_options(values):
     return problems
 
 
+def unknown_options(hparams_file, overrides):
+    """``--key value`` pairs whose key is neither in the hparams file nor a SpeechBrain run option.
+
+    ``load_hyperpyyaml`` would stop on them too, but only after the encoder is loaded, and with a
+    traceback; a typo (``--alhpa``) is named here instead.
+    """
+    if not overrides:
+        return []
+    import ruamel.yaml
+
+    given = ruamel.yaml.YAML().load(overrides) or {}
+    known = hparams_values(hparams_file, resolve=False)
+    return [f"--{key} is not an option of {hparams_file} (nor a SpeechBrain run option)"
+            for key in given if key not in known]
+
+
 def check_data(values):
     """Problems with the data folder against the options: sessions, test session, speakers.
 
@@ -553,7 +569,7 @@ def main(argv):
 
     # Everything a user typed is checked before anything is written or loaded.
     values = hparams_values(hparams_file, overrides)
-    problems = check_options(values)
+    problems = unknown_options(hparams_file, overrides) + check_options(values)
     if problems:
         raise UsageError("\n  ".join(["bad option(s):"] + problems))
     if os.path.abspath(values["data_folder"]) == os.path.abspath(values["demo_data_folder"]):
