@@ -259,6 +259,9 @@ def main(argv=None):
 
 def export_main(argv=None):
     """Entry point of ``mtlser-export`` (see :func:`mtlser_lobes.export.main`)."""
+    from mtlser_lobes.quiet import silence_library_noise
+
+    silence_library_noise()
     from mtlser_lobes.export import main as export
 
     return export(argv)
