@@ -75,3 +75,12 @@ def test_the_process_exits_2_without_a_traceback(release, tmp_path):
         "  --alpha must be a number >= 0 (0 switches its head off), not 'abc'",
     ]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_help_lists_the_own_flags(capsys):
+    with pytest.raises(SystemExit) as done:
+        train.run([HPARAMS, "--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert "--overwrite" in usage and "--verbose" in usage and "exit status" in usage
+    assert "--debug_batches" in usage  # SpeechBrain's own help follows

@@ -56,7 +56,7 @@ from mtlser_lobes.quiet import silence_library_noise
 silence_library_noise()
 
 import speechbrain as sb  # noqa: E402 (after the noise filters)
-import torch
+import torch  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 from speechbrain.utils.logger import get_logger  # noqa: E402
@@ -536,7 +536,15 @@ def check_data(values):
 
 
 def split_own_flags(argv):
-    """Takes this script's flags (``--overwrite``, ``--verbose``) out of the command line."""
+    """Takes this script's flags (``--overwrite``, ``--verbose``) out of the command line.
+
+    With ``--help``, they are listed before SpeechBrain's options (whose parser prints those).
+    """
+    if "-h" in argv or "--help" in argv:
+        print("train.py's own flags (any other --key value overrides hparams, see below):")
+        for flag, meaning in OWN_FLAGS.items():
+            print(f"  {flag:<12} {meaning}")
+        print("exit status: 0 done, 2 bad option or experiment mismatch, 1 corpus problem or error\n")
     flags = {flag: flag in argv for flag in OWN_FLAGS}
     return [arg for arg in argv if arg not in OWN_FLAGS], flags
 
