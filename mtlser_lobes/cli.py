@@ -7,8 +7,10 @@
 
 Folders are searched recursively for audio files. Prints a table (or one JSON
 object per file with ``--json``); a file that cannot be processed gets an
-error row and a line on stderr. The exit status is 0 when at least one file
-was answered, 1 when none was, 2 for bad arguments.
+error row and a line on stderr. Files longer than 60 s are answered window by
+window (a timeline) even without ``--segment_s``. The exit status is 0 when at
+least one file was answered, 1 when none was, 2 for bad arguments (one line on
+stderr, no traceback).
 """
 
 import argparse
@@ -23,6 +25,69 @@ __all__ = ["main", "AUDIO_EXTENSIONS"]
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".sph", ".w64")
 
 
+EXIT_CODES = """\
+exit status:
+  0  at least one file was answered (files that could not be are ERROR rows)
+  1  no file could be answered
+  2  bad arguments: not a model folder, a folder without audio, --batch_size < 1,
+     --segment_s <= 0, a device that is not there, ... (one line on stderr)"""
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _positive(kind):
+    """argparse type: a number of ``kind`` (int or float) greater than 0."""
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes {what} greater than 0, not {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {what} greater than 0, not {text}")
+        return value
+
+    return parse
+
+
+def check_device(device):
+    """Raises :class:`UsageError` unless torch can run on ``device`` here.
+
+    Example
+    -------
+    >>> check_device("cpu")
+    >>> try:
+    ...     check_device("gpu")
+    ... except UsageError as error:
+    ...     print(error)
+    --device gpu is not a torch device (cpu, cuda, cuda:1, ...)
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() "
+                             "is False); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif parsed.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: only cpu and cuda devices are supported")
+
+
 def find_audio(inputs):
     """Files named on the command line, plus the audio files under named folders (sorted)."""
     files = []
@@ -31,6 +96,8 @@ def find_audio(inputs):
             found = []
             for root, _, names in os.walk(item):
                 found += [os.path.join(root, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+            if not found:
+                raise UsageError(f"{item} is a folder with no audio file in it ({', '.join(AUDIO_EXTENSIONS)})")
             files += sorted(found)
         else:
             files.append(item)  # missing or unreadable files are reported per file
@@ -42,8 +109,11 @@ def _parse_enroll(values):
     for value in values:
         name, sep, paths = value.partition("=")
         if not sep or not name or not paths:
-            raise argparse.ArgumentTypeError(f"--enroll takes NAME=a.wav,b.wav, not {value!r}")
+            raise UsageError(f"--enroll takes NAME=a.wav,b.wav, not {value!r}")
         speakers[name] = paths.split(",")
+        for path in speakers[name]:
+            if os.path.isdir(path):
+                raise UsageError(f"--enroll {name}: {path} is a folder; give audio files (a.wav,b.wav)")
     return speakers
 
 
@@ -80,12 +150,13 @@ def _table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    """Entry point of ``mtlser-infer``; returns the exit status."""
-    parser = argparse.ArgumentParser(
+def _parse_args(argv):
+    parser = _Parser(
         prog="mtlser-infer",
         description="Emotion (with probabilities), transcript and speaker of audio files, "
         "from a model folder written by train.py or mtlser-export.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model_dir", help="exported model folder (holds hyperparams.yaml)")
     parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
@@ -94,40 +165,68 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="encoder precision; bf16 about halves CPU time where the CPU has AVX512-BF16 "
                         "or AMX (default: fp32)")
-    parser.add_argument("--segment_s", type=float, default=None,
-                        help="split each file into windows of this many seconds and give a timeline")
-    parser.add_argument("--batch_size", type=int, default=1, help="files (or windows) encoded together")
+    parser.add_argument("--segment_s", type=_positive(float), default=None,
+                        help="split each file into windows of this many seconds and give a timeline "
+                        "(files longer than 60 s get 10 s windows without it)")
+    parser.add_argument("--batch_size", type=_positive(int), default=1,
+                        help="files (or windows) encoded together (default: 1)")
     parser.add_argument("--enroll", action="append", default=[], metavar="NAME=a.wav,b.wav",
                         help="add a speaker from recordings before predicting (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     args = parser.parse_args(argv)
-    try:
-        enroll = _parse_enroll(args.enroll)
-    except argparse.ArgumentTypeError as error:
-        parser.error(str(error))
+    args.enroll = _parse_enroll(args.enroll)
     if not os.path.isfile(os.path.join(args.model_dir, "hyperparams.yaml")):
-        parser.error(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
+        raise UsageError(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
+    if args.precision == "fp16" and not args.device.startswith("cuda"):
+        raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16")
+    check_device(args.device)
+    args.files = find_audio(args.inputs)
+    return args
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for handler in logging.root.handlers:  # this tool's info lines; only warnings from the libraries
-        handler.addFilter(lambda record: record.name.startswith("mtlser") or record.levelno >= logging.WARNING)
+
+def _log_to_stderr(quiet):
+    """Log lines on stderr, written around the progress bar (never into its line)."""
+    from speechbrain.utils.logger import TqdmCompatibleStreamHandler
+
+    handler = TqdmCompatibleStreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # this tool's info lines; only warnings from the libraries
+    handler.addFilter(lambda record: record.name.startswith("mtlser") or record.levelno >= logging.WARNING)
+    logging.root.handlers = [handler]
+    logging.root.setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.captureWarnings(True)  # warnings too
+
+
+def main(argv=None):
+    """Entry point of ``mtlser-infer``; returns the exit status."""
+    from mtlser_lobes.quiet import silence_library_noise
+
+    silence_library_noise()
+    try:
+        args = _parse_args(argv)
+    except UsageError as error:
+        print(f"mtlser-infer: error: {error} (mtlser-infer --help for the usage)", file=sys.stderr)
+        return 2
+    _log_to_stderr(args.quiet)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from tqdm import tqdm
 
     from mtlser_lobes.interface import MTLSER, AudioError
 
-
     model = MTLSER.from_hparams(source=args.model_dir, run_opts={"device": args.device, "precision": args.precision})
-    for name, paths in enroll.items():
+    if args.segment_s is not None and args.segment_s < model.hparams.min_duration_s:
+        print(f"mtlser-infer: error: --segment_s must be at least {model.hparams.min_duration_s} s "
+              "(the model's shortest input)", file=sys.stderr)
+        return 2
+    for name, paths in args.enroll.items():
         try:
             model.enroll(name, paths)
         except (AudioError, ValueError) as error:
             print(f"mtlser-infer: cannot enroll {name}: {error}", file=sys.stderr)
             return 2
 
-    files = find_audio(args.inputs)
+    files = args.files
     results = []
     progress = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
     if args.segment_s is None:
@@ -160,6 +259,9 @@ def main(argv=None):
 
 def export_main(argv=None):
     """Entry point of ``mtlser-export`` (see :func:`mtlser_lobes.export.main`)."""
+    from mtlser_lobes.quiet import silence_library_noise
+
+    silence_library_noise()
     from mtlser_lobes.export import main as export
 
     return export(argv)

@@ -40,6 +40,7 @@ from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import EER
 
 from mtlser_lobes.checkpoints import average_best_checkpoints
+from mtlser_lobes.helpers import training_directory
 from mtlser_lobes.speakers import SpeakerGallery, centroid
 from mtlser_lobes.text import ctc_label_encoder
 
@@ -150,17 +151,6 @@ def load_safetensors(module, path):
     module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
 
 
-def _training_directory(experiment_folder, output_folder):
-    """The directory train.py ran in: relative paths of its hyperparams start there."""
-    if os.path.isabs(output_folder):
-        return os.getcwd()
-    experiment = os.path.normpath(os.path.abspath(experiment_folder))
-    relative = os.path.normpath(output_folder)
-    if experiment.endswith(os.sep + relative):
-        return experiment[: -len(relative) - 1]
-    return os.getcwd()
-
-
 def _load_training_hparams(experiment_folder):
     """Loads ``<experiment>/hyperparams.yaml`` (as saved by train.py) from where it ran."""
     path = os.path.join(experiment_folder, "hyperparams.yaml")
@@ -171,7 +161,7 @@ def _load_training_hparams(experiment_folder):
     with open(path, encoding="utf-8") as fin:
         text = fin.read()
     match = re.search(r"^output_folder:\s*(.+?)\s*$", text, flags=re.MULTILINE)
-    workdir = _training_directory(experiment_folder, match.group(1) if match else ".")
+    workdir = training_directory(experiment_folder, match.group(1) if match else ".")
     previous = os.getcwd()
     os.chdir(workdir)
     try:
@@ -292,7 +282,8 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
             if key in results:
                 lines.append(f"| {label} | {results[key]:.2f} |")
         lines += ["", "Recall per class: " + ", ".join(
-            f"{name} {100 * value:.1f}%" for name, value in results["recall"].items()
+            f"{name} {100 * value:.1f}%" if value is not None else f"{name} n/a (not in the test set)"
+            for name, value in results["recall"].items()
         ) + "."]
         if results.get("speaker_note"):
             lines.append(f"Speaker: {results['speaker_note']}.")
@@ -309,7 +300,8 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
     return "\n".join(lines)
 
 
-def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker=30, seed=1234):
+def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker=30, seed=1234,
+                 checkpoints_dir=None):
     """Writes the inference folder of a finished ``train.py`` experiment.
 
     Arguments
@@ -326,6 +318,9 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
         validation trials that set the "unknown" threshold.
     seed : int
         Seed of that choice of utterances.
+    checkpoints_dir : str, optional
+        Where the checkpoints are, when not in the experiment's ``save`` folder
+        (SpeechBrain's ``--debug`` runs keep theirs in a temporary folder).
 
     Returns
     -------
@@ -338,10 +333,10 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     model_folder = os.path.abspath(model_folder or os.path.join(experiment_folder, "model"))
     hparams = _load_training_hparams(experiment_folder)
     checkpointer = hparams["checkpointer"]
-    checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(hparams["save_folder"])
+    checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(checkpoints_dir or hparams["save_folder"])
     checkpoint = checkpointer.recover_if_possible(max_key=max_key)
     if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint in {hparams['save_folder']}: train first")
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.checkpoints_dir}: train first")
     n_average = int(hparams.get("average_checkpoints", 1))
     if n_average > 1 and max_key:
         # The model that was tested: the average of the best checkpoints (train.py does the same)

@@ -4,7 +4,10 @@ import os
 
 import torch
 
-__all__ = ["encoder_output_size", "encoder_hidden_states", "frame_lengths", "write_text_atomically"]
+__all__ = [
+    "encoder_output_size", "encoder_hidden_states", "frame_lengths", "training_directory",
+    "write_text_atomically",
+]
 
 
 def encoder_output_size(encoder):
@@ -111,3 +114,33 @@ def write_text_atomically(path, text):
     with open(temporary, "w", encoding="utf-8") as out_file:
         out_file.write(text)
     os.replace(temporary, path)
+
+
+def training_directory(experiment_folder, output_folder):
+    """The directory train.py ran in: relative paths of its hyperparams start there.
+
+    Arguments
+    ---------
+    experiment_folder : str
+        Where the experiment is now (any form).
+    output_folder : str
+        The ``output_folder`` its saved ``hyperparams.yaml`` names (relative to
+        the training directory, or absolute).
+
+    Returns
+    -------
+    str
+        The training directory; the current one when it cannot be told.
+
+    Example
+    -------
+    >>> training_directory("/work/recipe/results/exp", "results/exp")
+    '/work/recipe'
+    """
+    if os.path.isabs(output_folder):
+        return os.getcwd()
+    experiment = os.path.normpath(os.path.abspath(experiment_folder))
+    relative = os.path.normpath(output_folder)
+    if experiment.endswith(os.sep + relative):
+        return experiment[: -len(relative) - 1]
+    return os.getcwd()

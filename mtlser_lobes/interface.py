@@ -41,6 +41,14 @@ logger = get_logger(__name__)
 
 __all__ = ["MTLSER", "AudioError", "Prediction", "Segment", "Timeline"]
 
+def _check_is_file(path):
+    """Raises :class:`AudioError` unless ``path`` is an existing file."""
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
+
+
 @dataclass
 class Prediction:
     """The model's answers for one utterance.
@@ -80,10 +88,18 @@ class Timeline:
     ``overall`` averages the windows' emotion probabilities weighted by their
     duration, joins their transcripts and identifies the speaker from the mean
     of their speaker embeddings; silent or too-short windows are left out.
+    The overall answer's fields read directly too (``timeline.emotion`` is
+    ``timeline.overall.emotion``), so a file segmented automatically answers
+    like any other.
     """
 
     overall: Prediction
     segments: list = field(default_factory=list)
+
+    def __getattr__(self, name):
+        if name in ("overall", "segments") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.overall, name)
 
     def to_dict(self):
         """A JSON-ready dict."""
@@ -111,6 +127,13 @@ class MTLSER(Pretrained):
         model.enroll("anna", ["anna1.wav", "anna2.wav"])
         model.predict_file("meeting.wav", segment_s=10).segments
     """
+
+    #: A file longer than this many seconds, given without ``segment_s``, is streamed
+    #: in windows of ``auto_segment_s`` (a log line says so): decoded whole, half an
+    #: hour costs gigabytes. ``None`` turns it off.
+    auto_segment_after_s = 60.0
+    #: The window length of that automatic segmentation, in seconds.
+    auto_segment_s = 10.0
 
     HPARAMS_NEEDED = [
         "sample_rate", "min_duration_s", "silence_peak", "speaker_threshold", "blank_index",
@@ -257,8 +280,7 @@ class MTLSER(Pretrained):
         Raises :class:`AudioError` if it is missing, undecodable or unusable.
         """
         path = str(path)
-        if not os.path.isfile(path):
-            raise AudioError(f"{path}: no such file")
+        _check_is_file(path)
         try:
             audio, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
         except DECODE_ERRORS as error:
@@ -380,7 +402,9 @@ class MTLSER(Pretrained):
         segment_s : float, optional
             Split into windows of this many seconds and return a
             :class:`Timeline`; the file is streamed, so memory does not grow
-            with its length.
+            with its length. Without it, a file longer than
+            ``auto_segment_after_s`` (60 s) is segmented in windows of
+            ``auto_segment_s`` (10 s), with a log line.
         batch_size : int
             Windows encoded together (with ``segment_s``).
 
@@ -394,6 +418,8 @@ class MTLSER(Pretrained):
             If the file is missing, undecodable, empty, too short, silent or
             not finite (with ``segment_s``: if no window can be answered).
         """
+        if segment_s is None:
+            segment_s = self._automatic_segment_s(str(path))
         if segment_s is not None:
             return self._predict_long(str(path), float(segment_s), batch_size)
         wav = self.load_audio(path)
@@ -402,14 +428,22 @@ class MTLSER(Pretrained):
     def predict_files(self, paths, batch_size=1):
         """Answers many files; a file that fails gets its ``error`` set instead of raising.
 
-        Files are read and encoded ``batch_size`` at a time.
+        Files are read and encoded ``batch_size`` at a time; a file longer than
+        ``auto_segment_after_s`` is streamed alone and answered by a
+        :class:`Timeline` (see :meth:`predict_file`).
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = [str(p) for p in paths[start : start + batch_size]]
             wavs, names, slots = [], [], []
             for path in chunk:
                 try:
+                    segment_s = self._automatic_segment_s(path)
+                    if segment_s is not None:
+                        results.append(self._predict_long(path, segment_s, batch_size))
+                        continue
                     wavs.append(self.load_audio(path))
                     names.append(path)
                     slots.append(len(results))
@@ -426,12 +460,32 @@ class MTLSER(Pretrained):
                     results[slot] = prediction
         return results
 
+    def _automatic_segment_s(self, path):
+        """``auto_segment_s`` when the file is longer than ``auto_segment_after_s``, else None.
+
+        Reads the header only; a file whose header cannot be read is left to
+        :meth:`load_audio`, which reports why.
+        """
+        if self.auto_segment_after_s is None or not os.path.isfile(path):
+            return None
+        try:
+            info = soundfile.info(path)
+        except DECODE_ERRORS:
+            return None
+        duration = info.frames / info.samplerate if info.samplerate else 0.0
+        if duration <= self.auto_segment_after_s:
+            return None
+        logger.info(
+            f"{path}: {duration:.0f} s is longer than {self.auto_segment_after_s:g} s: answered in windows of "
+            f"{self.auto_segment_s:g} s, streamed (segment_s sets the window)"
+        )
+        return float(self.auto_segment_s)
+
     def _predict_long(self, path, segment_s, batch_size):
         """Streams a file window by window: (timeline, overall)."""
         if segment_s < self.hparams.min_duration_s:
             raise ValueError(f"segment_s must be at least {self.hparams.min_duration_s} s, not {segment_s}")
-        if not os.path.isfile(path):
-            raise AudioError(f"{path}: no such file")
+        _check_is_file(path)
         try:
             sound = soundfile.SoundFile(path)
         except DECODE_ERRORS as error:

@@ -337,3 +337,23 @@ def test_cli_table_json_and_exit_codes(experiment, tmp_path):
     nothing = _infer([experiment["model"], *bad, "--quiet"])
     assert nothing.returncode == 1 and "no such file" in nothing.stderr
     assert _infer([str(tmp_path), good[0]]).returncode == 2  # not a model folder
+
+
+def test_cli_log_lines_stay_off_the_progress_bar_and_long_files_get_a_timeline(experiment, tmp_path):
+    path = _rows(experiment, "test")[0]["wav"]
+    audio, rate = soundfile.read(path, dtype="float32")
+    stereo = str(tmp_path / "stereo.wav")
+    soundfile.write(stereo, np.stack([audio, audio], axis=1), rate, subtype="FLOAT")
+    long = str(tmp_path / "long.wav")  # 65 s, no --segment_s
+    soundfile.write(long, np.tile(audio, int(np.ceil(65 * rate / len(audio))))[: 65 * rate], rate, subtype="FLOAT")
+
+    result = _infer([experiment["model"], stereo, long, path])
+    assert result.returncode == 0, result.stderr[-3000:]
+    log_lines = [line for line in result.stderr.split("\n") if "INFO mtlser_lobes.interface" in line]
+    assert len(log_lines) == 2, result.stderr
+    for line in log_lines:  # the bar's line is cleared ("\r") before a log line is written
+        assert line.split("\r")[-1].startswith("INFO mtlser_lobes.interface: "), repr(line)
+    assert f"{long}: 65 s is longer than 60 s: answered in windows of 10 s" in result.stderr
+    rows = [row.split() for row in result.stdout.strip().splitlines()[1:]]
+    starts = [row[1] for row in rows if row[0] == long]
+    assert starts == ["all", "0.0", "10.0", "20.0", "30.0", "40.0", "50.0", "60.0"]

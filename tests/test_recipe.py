@@ -68,3 +68,30 @@ def test_recipe_reads_real_speech_in_iemocap_layout(tmp_path, tiny_encoder):
         results = json.load(f)
     assert results["n_utterances"] == 56  # session 5 of the 280 kept turns
     assert "unseen" in results["speaker_note"]
+
+
+#: Messages that said nothing about a user's run and are silenced (mtlser_lobes.quiet).
+NOISE = ("torchvision is not available", "gradient_checkpointing", "CategoricalEncoder is not empty",
+         "FutureWarning", "Traceback")
+
+
+def test_speechbrain_debug_mode_runs_end_to_end(tmp_path, tiny_encoder, demo_release):
+    # SpeechBrain's recipe check, exactly: --debug --debug_batches 2 --debug_epochs 2 (plus the
+    # offline encoder and the test corpus). Debug checkpoints live in a temporary folder; the
+    # model is exported from there.
+    output = str(tmp_path / "debug")
+    result = run_train([
+        "--debug", "--debug_batches", "2", "--debug_epochs", "2",
+        "--wav2vec2_hub", tiny_encoder, "--data_folder", demo_release, "--output_folder", output,
+        *TINY_ENCODER_OVERRIDES,
+    ])
+    assert os.path.isfile(os.path.join(output, "test_results.json"))
+    assert not [name for name in os.listdir(os.path.join(output, "save")) if name.startswith("CKPT")]
+    from mtlser_lobes.interface import MTLSER
+
+    model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu"})
+    with open(os.path.join(output, "test.csv")) as f:
+        wav = next(csv.DictReader(f))["wav"].replace("$data_root", demo_release)
+    assert model.predict_file(wav).emotion in ("neu", "hap", "ang", "sad")
+    for noise in NOISE:
+        assert noise not in result.stdout + result.stderr, noise

@@ -215,20 +215,7 @@ def read_corpus(data_folder, sample_rate=16000, bad_data="stop", min_duration_s=
         transcription files, labelled turns without transcript, empty
         sessions) and, under ``bad_data="stop"``, every bad turn.
     """
-    if not os.path.isdir(data_folder):
-        raise PreparationError(
-            f"data_folder {data_folder} does not exist: point --data_folder at "
-            "IEMOCAP_full_release (the folder that holds Session1 ... Session5)"
-        )
-    sessions = sorted(
-        int(name[len("Session"):])
-        for name in os.listdir(data_folder)
-        if re.fullmatch(r"Session\d+", name) and os.path.isdir(os.path.join(data_folder, name))
-    )
-    if not sessions:
-        raise PreparationError(
-            f"no Session<N> folder in {data_folder}: is it IEMOCAP_full_release?"
-        )
+    sessions = sorted(speakers_by_session(data_folder))
     problems, bad_turns, candidates, n_labelled = [], [], [], 0
     for session in sessions:
         session_dir = os.path.join(data_folder, f"Session{session}")
@@ -373,6 +360,57 @@ def _turn_row(turn, emotion, words, session, session_dir, dialog, trans_path, pr
         "wav_path": wav_path,
         "dropped": dropped_characters(words[turn]),
     }
+
+
+def speakers_by_session(data_folder):
+    """Speakers with a turn of the 4 classes in each session, from the label files alone.
+
+    A cheap look at the corpus (no wav is opened) that lets ``train.py`` check
+    ``test_session`` and ``n_speakers`` before anything heavy runs.
+
+    Arguments
+    ---------
+    data_folder : str
+        Path of ``IEMOCAP_full_release``.
+
+    Returns
+    -------
+    dict
+        Session number -> sorted speaker ids (``Ses01_F``); sessions whose
+        folder exists but labels no turn of the 4 classes map to ``[]``.
+
+    Raises
+    ------
+    PreparationError
+        When the folder does not exist or holds no ``Session<N>`` folder.
+    """
+    if not os.path.isdir(data_folder):
+        raise PreparationError(
+            f"data_folder {data_folder} does not exist: point --data_folder at "
+            "IEMOCAP_full_release (the folder that holds Session1 ... Session5)"
+        )
+    sessions = sorted(
+        int(name[len("Session"):])
+        for name in os.listdir(data_folder)
+        if re.fullmatch(r"Session\d+", name) and os.path.isdir(os.path.join(data_folder, name))
+    )
+    if not sessions:
+        raise PreparationError(f"no Session<N> folder in {data_folder}: is it IEMOCAP_full_release?")
+    speakers = {}
+    for session in sessions:
+        emo_dir = os.path.join(data_folder, f"Session{session}", "dialog", "EmoEvaluation")
+        found = set()
+        names = sorted(os.listdir(emo_dir)) if os.path.isdir(emo_dir) else []
+        for file_name in names:
+            path = os.path.join(emo_dir, file_name)
+            if not file_name.endswith(".txt") or not os.path.isfile(path):
+                continue
+            for turn, code in _read_labels(path).items():
+                name = _TURN_NAME.match(turn)
+                if code in EMOTION_MAP and name is not None:
+                    found.add(f"Ses{session:02d}_{name['gender']}")
+        speakers[session] = sorted(found)
+    return speakers
 
 
 def check_full_release_counts(turns):

@@ -23,33 +23,100 @@ to ``<output_folder>/test_results.json`` and ``predictions.csv``, evaluated
 with the checkpoint of best validation UA, which is then exported to
 ``<output_folder>/model`` for ``mtlser-infer`` and ``MTLSER.from_hparams``.
 
+An output folder holds one experiment. Its identity (the absolute data folder
+and every top-level hyperparameter except those of ``RESUMABLE_KEYS``, plus the
+training-related run options such as ``--debug``) is recorded in
+``<output_folder>/experiment.json`` before anything else is written. A run whose
+identity differs stops before touching the folder and names what differs; give
+it a fresh ``--output_folder``, or add ``--overwrite`` to discard the old
+experiment. A folder from before these records is compared through its saved
+``hyperparams.yaml`` (see ``mtlser_lobes.experiment_identity``).
+
+The options are checked (numbers, choices, the sessions and speakers of the data
+folder) before anything is written or loaded. A mistake the user must fix
+(a bad option, an experiment mismatch, a corpus that cannot be prepared) prints
+one message and exits with status 2 (1 for a corpus problem found by the
+preparation), without a traceback; ``--verbose`` shows it. SpeechBrain's
+``--debug --debug_batches 2 --debug_epochs 2`` runs end to end, exporting from
+the debug run's temporary checkpoints.
+
 Authors
  * MTLSER developers
 """
 
 import csv
 import json
+import logging
+import math
 import os
 import sys
 
-import speechbrain as sb
-import torch
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import if_main_process, run_on_main
-from speechbrain.utils.logger import get_logger
+from mtlser_lobes.quiet import silence_library_noise
 
-from mtlser_lobes.audio import load_training_audio
-from mtlser_lobes.checkpoints import average_best_checkpoints
-from mtlser_lobes.demo_corpus import generate_demo_corpus
-from mtlser_lobes.export import export_model
-from mtlser_lobes.helpers import frame_lengths
-from mtlser_lobes.metrics import EmotionMetricTracker
-from mtlser_lobes.text import ctc_label_encoder
+silence_library_noise()
+
+import speechbrain as sb  # noqa: E402 (after the noise filters)
+import torch  # noqa: E402
+from hyperpyyaml import load_hyperpyyaml  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
+from speechbrain.utils.logger import get_logger  # noqa: E402
+from speechbrain.utils.run_opts import RunOptions  # noqa: E402
+
+from mtlser_lobes.audio import load_training_audio  # noqa: E402
+from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
+from mtlser_lobes.demo_corpus import generate_demo_corpus  # noqa: E402
+from mtlser_lobes.experiment_identity import (  # noqa: E402
+    ExperimentMismatch,
+    check_output_folder,
+    discard_experiment,
+    experiment_identity,
+    hparams_values,
+    keys_unknown_to_old_folder,
+    write_identity,
+)
+from mtlser_lobes.export import export_model  # noqa: E402
+from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS  # noqa: E402
+from mtlser_lobes.helpers import frame_lengths  # noqa: E402
+from mtlser_lobes.metrics import EmotionMetricTracker  # noqa: E402
+from mtlser_lobes.text import ctc_label_encoder  # noqa: E402
 
 logger = get_logger(__name__)
 
 #: Modules whose weights make the model (checkpoint averaging, export).
 MODEL_PARTS = ("wav2vec2", "emotion_head", "ctc_head", "speaker_head")
+
+#: Top-level hparams keys (and SpeechBrain run options) that may change between runs of one
+#: experiment: changing them resumes it. Every other key, present or future, is part of the
+#: experiment's identity, and so is the data folder, as an absolute path.
+RESUMABLE_KEYS = (
+    # How long: a finished run given more epochs resumes from its last checkpoint.
+    "number_of_epochs",
+    # Where things are written; the data folder counts as its absolute path (data_folder).
+    "output_folder", "save_folder", "train_log", "train_csv", "valid_csv", "test_csv",
+    "test_results", "test_predictions", "model_folder", "wav2vec2_folder", "demo_data_folder",
+    # What is done besides training: preparation skipped, counts warned about, export.
+    "skip_prep", "check_counts", "export_inference_model",
+    # How it runs: loader processes, hardware, precision, checkpoint timing, progress display.
+    "num_workers", "device", "precision", "eval_precision", "auto_mix_prec", "bfloat16_mix_prec",
+    "ckpt_interval_minutes", "ckpt_interval_steps", "skip_nonfinite_grads", "nonfinite_patience",
+    "find_unused_parameters", "data_parallel_backend", "data_parallel_count", "distributed_backend",
+    "distributed_launch", "compile", "compile_mode", "compile_module_keys",
+    "compile_using_dynamic_shape_tracing", "compile_using_fullgraph", "jit", "jit_module_keys",
+    "noprogressbar", "tqdm_barcolor", "tqdm_colored_bar", "log_config", "profile_training",
+    "profile_steps", "profile_warmup", "test_only", "param_file", "overridden_args",
+    # How much of a debug run runs (a debug run itself, --debug, is another experiment:
+    # its checkpoints are thrown away, so its results must not mix with a real run's).
+    "debug_batches", "debug_epochs", "debug_persistently",
+)
+#: This script's own flags (not SpeechBrain's, not hparams overrides).
+OWN_FLAGS = {
+    "--overwrite": "discard the experiment in --output_folder (if any) and start over",
+    "--verbose": "show the traceback of a user error (bad option, experiment mismatch, corpus problem)",
+}
+
+
+class UsageError(ValueError):
+    """An option the user gave cannot work; the message says which and what to pass."""
 
 
 class MTLBrain(sb.Brain):
@@ -419,7 +486,7 @@ def dataio_prepare(hparams):
 
     train_speakers = sorted({row["spk_id"] for row in datasets["train"].data.values()})
     if len(train_speakers) != hparams["n_speakers"]:
-        raise ValueError(
+        raise UsageError(
             f"train.csv has {len(train_speakers)} speakers but n_speakers is "
             f"{hparams['n_speakers']}: pass --n_speakers {len(train_speakers)}"
         )
@@ -501,10 +568,180 @@ def train_loader_options(hparams, train_set):
     }
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_options(values):
+    """Problems with the options a user types, from the plain hparams (nothing built).
+
+    Arguments
+    ---------
+    values : dict
+        Resolved top-level hparams (``mtlser_lobes.experiment_identity.hparams_values``).
+
+    Returns
+    -------
+    list of str
+        One sentence per problem (empty when all is well).
+    """
+    problems = []
+    for key in ("alpha", "beta"):
+        if not _is_number(values.get(key)) or values[key] < 0:
+            problems.append(f"--{key} must be a number >= 0 (0 switches its head off), not {values.get(key)!r}")
+    choices = {
+        "protocol": ("loso", "random"),
+        "bad_data": ("stop", "skip"),
+        "sorting": ("random", "ascending", "descending"),
+        "check_counts": ("auto", True, False),
+        "emotion_layers": LAYER_CHOICES,
+        "ctc_layers": LAYER_CHOICES,
+        "speaker_layers": LAYER_CHOICES,
+        "emotion_pooling": POOLINGS,
+        "ctc_block": CTC_BLOCKS,
+        "ctc_loss_reduction": ("mean", "frame", "batchmean"),
+        "loss_weighting": ("fixed", "uncertainty"),
+        "class_balanced_loss": (True, False),
+        "augment": (True, False),
+        "wav2vec2_time_masking": (True, False),
+    }
+    for key, allowed in choices.items():
+        if key in values and values[key] not in allowed:
+            names = " | ".join(str(a) for a in allowed)
+            problems.append(f"--{key} must be one of {names}, not {values[key]!r}")
+    for key, minimum in (("test_session", 1), ("n_speakers", 1), ("batch_size", 1), ("number_of_epochs", 1),
+                         ("seed", 0), ("alpha_warmup_epochs", 0), ("average_checkpoints", 1),
+                         ("ctc_block_size", 1)):
+        if key in values and not _is_count(values[key], minimum):
+            problems.append(f"--{key} must be a whole number >= {minimum}, not {values[key]!r}")
+    if "valid_ratio" in values and not (_is_number(values["valid_ratio"]) and 0 < values["valid_ratio"] < 1):
+        problems.append(f"--valid_ratio must be a number between 0 and 1, not {values['valid_ratio']!r}")
+    ratio = values.get("split_ratio")
+    if values.get("protocol") == "random" and not (
+        isinstance(ratio, list) and len(ratio) == 3 and all(_is_number(r) and r > 0 for r in ratio)
+    ):
+        problems.append(f"--split_ratio must be three positive numbers (train, valid, test), not {ratio!r}")
+    if not isinstance(values.get("data_folder"), str):
+        problems.append(f"--data_folder must be a path, not {values.get('data_folder')!r}")
+    return problems
+
+
+def unknown_options(hparams_file, overrides):
+    """``--key value`` pairs whose key is neither in the hparams file nor a SpeechBrain run option.
+
+    ``load_hyperpyyaml`` would stop on them too, but only after the encoder is loaded, and with a
+    traceback; a typo (``--alhpa``) is named here instead.
+    """
+    if not overrides:
+        return []
+    import ruamel.yaml
+
+    given = ruamel.yaml.YAML().load(overrides) or {}
+    known = hparams_values(hparams_file, resolve=False)
+    return [f"--{key} is not an option of {hparams_file} (nor a SpeechBrain run option)"
+            for key in given if key not in known]
+
+
+def check_data(values):
+    """Problems with the data folder against the options: sessions, test session, speakers.
+
+    Reads the label files only (``iemocap_prepare.speakers_by_session``), so it
+    runs in well under a second, before the encoder is loaded.
+    """
+    from iemocap_prepare import PreparationError, speakers_by_session
+
+    data_folder = values["data_folder"]
+    if values.get("skip_prep"):  # prepared elsewhere: the CSVs only need their wavs under data_folder
+        return [] if os.path.isdir(data_folder) else [f"data_folder {data_folder} does not exist"]
+    try:
+        speakers = speakers_by_session(data_folder)
+    except PreparationError as error:
+        return [str(error)]
+    test_session = values["test_session"]
+    if values["protocol"] == "loso":
+        if test_session not in speakers:
+            return [f"--test_session {test_session} is not among the sessions of {data_folder}: {sorted(speakers)}"]
+        if len(speakers) < 2:
+            return [f"leave-one-session-out needs at least two sessions; {data_folder} has {sorted(speakers)}"]
+    train_sessions = [s for s in speakers if values["protocol"] == "random" or s != test_session]
+    train_speakers = sorted({speaker for s in train_sessions for speaker in speakers[s]})
+    if train_speakers and len(train_speakers) != values["n_speakers"]:
+        return [
+            f"--n_speakers is {values['n_speakers']} but the training sessions {train_sessions} of "
+            f"{data_folder} have {len(train_speakers)} speakers: pass --n_speakers {len(train_speakers)}"
+        ]
+    return []
+
+
+def split_own_flags(argv):
+    """Takes this script's flags (``--overwrite``, ``--verbose``) out of the command line.
+
+    With ``--help``, they are listed before SpeechBrain's options (whose parser prints those).
+    """
+    if "-h" in argv or "--help" in argv:
+        print("train.py's own flags (any other --key value overrides hparams, see below):")
+        for flag, meaning in OWN_FLAGS.items():
+            print(f"  {flag:<12} {meaning}")
+        print("exit status: 0 done, 2 bad option or experiment mismatch, 1 corpus problem or error\n")
+    flags = {flag: flag in argv for flag in OWN_FLAGS}
+    return [arg for arg in argv if arg not in OWN_FLAGS], flags
+
+
+def run_identity(values, run_opts):
+    """The run options that change what is trained, with their effective values.
+
+    A run option given on the command line wins over the hparams key of the
+    same name, which wins over SpeechBrain's default (as ``sb.Brain`` decides).
+    """
+    defaults = RunOptions()
+    effective = {}
+    for name in defaults.as_dict():
+        if name in RESUMABLE_KEYS:
+            continue
+        if name in run_opts.overridden_args:
+            effective[name] = getattr(run_opts, name)
+        elif name not in values:
+            effective[name] = getattr(defaults, name)
+    return effective
+
+
 def main(argv):
-    """Prepares the data, trains, and tests the checkpoint of best validation UA."""
+    """Checks the options, prepares the data, trains, and tests the checkpoint of best validation UA."""
+    argv, flags = split_own_flags(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
+    if not os.path.isfile(hparams_file):
+        raise UsageError(f"no hparams file {hparams_file} (run from recipes/IEMOCAP/MTLSER: hparams/mtl.yaml)")
+
+    # Everything a user typed is checked before anything is written or loaded.
+    values = hparams_values(hparams_file, overrides)
+    problems = unknown_options(hparams_file, overrides) + check_options(values)
+    if problems:
+        raise UsageError("\n  ".join(["bad option(s):"] + problems))
+    if os.path.abspath(values["data_folder"]) == os.path.abspath(values["demo_data_folder"]):
+        run_on_main(
+            generate_demo_corpus,
+            kwargs={"save_folder": os.path.dirname(os.path.abspath(values["data_folder"]))},
+        )
+    problems = check_data(values)
+    if problems:
+        raise UsageError("\n  ".join(["the data folder does not fit the options:"] + problems))
+
+    # The output folder holds one experiment: resume it, or refuse before touching it.
+    output_folder = values["output_folder"]
+    run_options = run_identity(values, run_opts)
+    identity = experiment_identity(hparams_file, overrides, RESUMABLE_KEYS, extra=run_options)
+    status = check_output_folder(output_folder, identity, overwrite=flags["--overwrite"])
+    sb.utils.distributed.ddp_barrier()  # every rank has read the folder before rank 0 changes it
+    if status == "overwrite":
+        run_on_main(discard_experiment, args=[output_folder])
+    if status != "resume":
+        run_on_main(write_identity, args=[output_folder, identity])
+
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 
@@ -513,14 +750,22 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    # Python warnings go through logging too: into log.txt, and written around the progress
+    # bars by SpeechBrain's console handler instead of into their line.
+    logging.captureWarnings(True)
+    if status == "old-folder":
+        unknown = keys_unknown_to_old_folder(output_folder, identity, ignore=RESUMABLE_KEYS + tuple(run_options))
+        logger.warning(
+            f"{output_folder} has no experiment.json (it predates them): its saved hyperparams.yaml "
+            "agrees with this run, which resumes it"
+            + (f"; keys not compared, as only one side has them: {unknown}" if unknown else "")
+        )
+    else:
+        logger.info({"new": "new experiment", "resume": "same experiment: resuming",
+                     "overwrite": "--overwrite: the old experiment was discarded"}[status])
 
     from iemocap_prepare import prepare_iemocap  # noqa: E402 (beside this file)
 
-    if os.path.abspath(hparams["data_folder"]) == os.path.abspath(hparams["demo_data_folder"]):
-        run_on_main(
-            generate_demo_corpus,
-            kwargs={"save_folder": os.path.dirname(os.path.abspath(hparams["data_folder"]))},
-        )
     run_on_main(
         prepare_iemocap,
         kwargs={
@@ -566,10 +811,20 @@ def main(argv):
         test_loader_kwargs=hparams["test_dataloader_options"],
     )
     if hparams["export_inference_model"]:
+        # In debug mode the checkpoints are in a temporary folder (SpeechBrain's): export from
+        # there, with a few utterances per speaker for the speaker calibration.
+        debug = brain.debug and not brain.debug_persistently
         run_on_main(
             export_model,
-            kwargs={"experiment_folder": hparams["output_folder"], "model_folder": hparams["model_folder"]},
+            kwargs={
+                "experiment_folder": hparams["output_folder"],
+                "model_folder": hparams["model_folder"],
+                "checkpoints_dir": str(brain.checkpointer.checkpoints_dir) if debug else None,
+                "per_speaker": 2 if debug else 30,
+            },
         )
+        if debug:
+            logger.info(f"debug run: the model of its temporary checkpoints is in {hparams['model_folder']}")
     # Every rank leaves together and the process group is closed before the interpreter exits:
     # left to interpreter shutdown, gloo on the CPU sometimes aborts a rank during teardown.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -577,6 +832,26 @@ def main(argv):
         torch.distributed.destroy_process_group()
 
 
+def run(argv):
+    """``main`` for the command line: a user error prints one message, exit status 2 (1 for the corpus).
+
+    Real bugs keep their traceback (SpeechBrain logs it to ``log.txt`` too);
+    ``--verbose`` shows it for user errors as well.
+    """
+    from iemocap_prepare import PreparationError
+
+    try:
+        main(argv)
+    except (UsageError, ExperimentMismatch, PreparationError) as error:
+        if "--verbose" in argv:
+            raise
+        print(f"train.py: error: {error}", file=sys.stderr)
+        if sb.utils.distributed.if_main_process() and logger.hasHandlers():
+            logger.debug(f"stopped: {error}")  # into log.txt once the experiment folder exists
+        return 1 if isinstance(error, PreparationError) else 2
+    return 0
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    main(sys.argv[1:])
+    sys.exit(run(sys.argv[1:]))
