@@ -230,3 +230,13 @@ def test_every_lever_on_still_exports_what_it_trained(tmp_path):
         rebuilt = type(head)(**head.config)
         assert rebuilt.config == head.config
         rebuilt.load_state_dict(head.state_dict())  # strict: same parameters
+
+
+def test_a_variants_own_option_replaces_the_one_given_to_every_cell():
+    """--study levers ... --class_balanced_loss False --variant b "--class_balanced_loss True"."""
+    import run_experiments
+
+    assert run_experiments.without_options(
+        ["--class_balanced_loss", "False", "--alpha_warmup_epochs=0", "--number_of_epochs", "6"],
+        ["--class_balanced_loss", "True", "--alpha_warmup_epochs", "2"],
+    ) == ["--number_of_epochs", "6"]

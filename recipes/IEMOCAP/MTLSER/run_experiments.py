@@ -176,6 +176,27 @@ def count_sessions(data_folder):
     return len(sessions)
 
 
+def without_options(options, replaced_by):
+    """``options`` less the ``--key [value]`` whose key ``replaced_by`` sets (a variant's own win).
+
+    Example
+    -------
+    >>> without_options(["--a", "1", "--b=2", "--c", "3"], ["--a", "5", "--b", "6"])
+    ['--c', '3']
+    """
+    keys = {o[2:].split("=")[0] for o in replaced_by if o.startswith("--")}
+    kept, skip_value = [], False
+    for option in options:
+        if skip_value:
+            skip_value = False
+            continue
+        if option.startswith("--") and option[2:].split("=")[0] in keys:
+            skip_value = "=" not in option
+            continue
+        kept.append(option)
+    return kept
+
+
 def cell_specs(cells, args, overrides, data_folder, runs_folder):
     """The train.py command of each cell; refuses a folder run with other arguments."""
     n_sessions = count_sessions(data_folder)
@@ -193,7 +214,7 @@ def cell_specs(cells, args, overrides, data_folder, runs_folder):
             args.hparams, "--data_folder", data_folder, "--protocol", cell.protocol,
             "--alpha", f"{cell.alpha:g}", "--beta", f"{cell.beta:g}",
             "--test_session", str(cell.test_session), "--seed", str(cell.seed),
-            "--output_folder", folder, *extra, *cell.overrides,
+            "--output_folder", folder, *without_options(extra, cell.overrides), *cell.overrides,
         ]
         record_path = os.path.join(folder, experiments.CELL_FILE)
         if os.path.isfile(record_path):
