@@ -301,11 +301,14 @@ class MTLBrain(sb.Brain):
         stats = {}
         if self.use_ctc and self.hparams.alpha_warmup_epochs > 0:
             stats["alpha_effective"] = self.effective_alpha()
+        def unwrapped(module):  # under DistributedDataParallel
+            return getattr(module, "module", module)
+
         if self.hparams.loss_weighting == "uncertainty":
-            for name, weight in self.modules.task_weighting.weights().items():
+            for name, weight in unwrapped(self.modules.task_weighting).weights().items():
                 stats[f"weight_{name}"] = weight
         for name in ("emotion", "ctc", "speaker"):
-            head = self.modules[f"{name}_head"]
+            head = unwrapped(self.modules[f"{name}_head"])
             weights = head.layers.layer_weights()
             if weights is not None and (name == "emotion" or getattr(self, f"use_{name}")):
                 stats[f"layers_{name}"] = "/".join(f"{w:.2f}" for w in weights.tolist())
