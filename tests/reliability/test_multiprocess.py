@@ -42,10 +42,12 @@ def test_torchrun_two_processes_train_test_and_match_a_single_process(
     assert output_text.count("Saved an end-of-epoch checkpoint") == 2
     log = open(output / "train_log.txt").read().splitlines()
     assert len(log) == 3 and log[0].startswith("epoch: 1,") and log[1].startswith("epoch: 2,")
-    assert log[2].startswith("Epoch loaded: 2 - test loss")
+    # the checkpoint of best validation UA is tested, whichever epoch it is
+    assert log[2].startswith(("Epoch loaded: 1 - test loss", "Epoch loaded: 2 - test loss"))
+    # kept: the best and the most recent (the same one, or two), none half-written
     checkpoints = [d for d in os.listdir(output / "save") if d.startswith("CKPT")]
-    assert len(checkpoints) == 1 and not [d for d in os.listdir(output / "save" / checkpoints[0])
-                                          if d.endswith(".pending")]
+    assert len(checkpoints) in (1, 2)
+    assert not [f for d in checkpoints for f in os.listdir(output / "save" / d) if f.endswith(".pending")]
     ddp_results = json.load(open(output / "test_results.json"))
     ddp_predictions = open(output / "predictions.csv").read()
     shutil.copy(output / "test_results.json", tmp_path / "ddp_results.json")
