@@ -77,8 +77,13 @@ def test_grid_writes_every_output(study):
     } | {(floor, c, m) for floor in FLOORS for c in CONFIGS for m in ("UA", "WA")}
     assert all(t["n_pairs"] == 2 for t in results["paired_tests"])
     table = open(os.path.join(folder, "results.md")).read()
-    assert sum(line.startswith("| alpha") for line in table.splitlines()) == 4
-    assert sum(line.startswith("| floor: ") for line in table.splitlines()) == len(FLOORS)
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| config | alpha | beta"))
+    main_table = lines[header + 2:lines.index("", header)]
+    assert sorted(line.split(" | ")[0][2:] for line in main_table if not line.startswith("| floor: ")) \
+        == sorted(CONFIGS)
+    assert sorted(line.split(" | ")[0][2:] for line in main_table if line.startswith("| floor: ")) \
+        == sorted(f"floor: {f}" for f in FLOORS)
     assert "Paired tests against mfcc_logreg" in table and "Wilcoxon p" in table
     for config in CONFIGS:
         assert os.path.getsize(os.path.join(folder, f"confusion_{config}.png")) > 0
@@ -268,5 +273,5 @@ def test_lever_study_adds_named_variants_beside_the_reference(study):
         os.path.join(cell_folder(study, "balanced", FOLD_NAMES[0]), "runner.log")).read()
     table = open(os.path.join(study["folder"], "levers", "results.md")).read()
     assert "| balanced | 0.1 | 0.1 | 2 |" in table and "`balanced`: `--class_balanced_loss True`" in table
-    bad = run_study(args[:-4] + ["--variant", "x", "--alpha 1"])
+    bad = run_study(args[:-5] + ["--variant", "x", "--alpha 1"])
     assert bad.returncode == 2 and "set per cell by the study" in bad.stderr

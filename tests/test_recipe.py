@@ -42,11 +42,14 @@ def test_train_ctc_only_then_resume(tmp_path, tiny_encoder, demo_release):
     log = parse_train_log(os.path.join(output, "train_log.txt"))
     epochs = [entry for entry in log if "train" in entry]
     assert [entry["meta"]["epoch"] for entry in epochs] == [1, 2]
+    # alpha warms up over the first 2 epochs (the default): 0 in epoch 1, half of 0.3 in epoch 2
+    assert [entry["train"]["alpha_effective"] for entry in epochs] == pytest.approx([0.0, 0.15])
     for entry in epochs:
+        alpha = entry["train"]["alpha_effective"]
         for stage in ("train", "valid"):
             terms = entry[stage]
             assert "loss_speaker" not in terms  # beta = 0: the speaker head does not run
-            assert terms["loss"] == pytest.approx(terms["loss_emotion"] + 0.3 * terms["loss_ctc"], abs=0.02)
+            assert terms["loss"] == pytest.approx(terms["loss_emotion"] + alpha * terms["loss_ctc"], abs=0.02)
             assert terms["loss_ctc"] > 0.1 and terms["loss_emotion"] > 0.1
 
     # The same command with more epochs resumes: epoch 3 only, from the saved checkpoint.
