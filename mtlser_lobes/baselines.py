@@ -16,7 +16,6 @@ Authors
  * MTLSER developers
 """
 
-import csv
 import json
 import os
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from mtlser_lobes.audio import load_training_audio
+from mtlser_lobes.helpers import prepared_rows, write_text_atomically
 from mtlser_lobes.metrics import emotion_scores
 
 __all__ = ["FLOORS", "utterance_statistics", "evaluate_floor", "write_floor_results"]
@@ -139,19 +139,11 @@ def evaluate_floor(name, splits, emotion_classes, sample_rate=16000, max_duratio
 
 def read_split_rows(folder, data_folder):
     """``train/valid/test.csv`` of an experiment folder, with ``$data_root`` resolved."""
-    splits = {}
-    for split in ("train", "valid", "test"):
-        with open(os.path.join(folder, f"{split}.csv"), newline="", encoding="utf-8") as fin:
-            rows = list(csv.DictReader(fin))
-        for row in rows:
-            row["wav"] = row["wav"].replace("$data_root", data_folder)
-        splits[split] = rows
-    return splits
+    return {split: prepared_rows(os.path.join(folder, f"{split}.csv"), data_folder)
+            for split in ("train", "valid", "test")}
 
 
 def write_floor_results(path, results):
     """Writes a floor's results as ``test_results.json`` (through a rename)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as fout:
-        json.dump(results, fout, indent=2)
-    os.replace(path + ".tmp", path)
+    write_text_atomically(path, json.dumps(results, indent=2))

@@ -19,7 +19,6 @@ at the end of ``train.py``.
 """
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -40,7 +39,7 @@ from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import EER
 
 from mtlser_lobes.checkpoints import average_best_checkpoints
-from mtlser_lobes.helpers import training_directory
+from mtlser_lobes.helpers import prepared_rows, training_directory
 from mtlser_lobes.speakers import SpeakerGallery, centroid
 from mtlser_lobes.text import ctc_label_encoder
 
@@ -175,15 +174,6 @@ def _load_training_hparams(experiment_folder):
     return hparams
 
 
-def _csv_rows(csv_path, data_folder):
-    """Rows of a prepared CSV with ``$data_root`` expanded."""
-    with open(csv_path, newline="", encoding="utf-8") as fin:
-        rows = list(csv.DictReader(fin))
-    for row in rows:
-        row["wav"] = row["wav"].replace("$data_root", data_folder)
-    return rows
-
-
 def _sample_per_speaker(rows, per_speaker, seed):
     """Up to ``per_speaker`` rows of every speaker, chosen reproducibly."""
     by_speaker = {}
@@ -204,7 +194,7 @@ def _yaml_block(value, indent=4):
 
 def _calibrate(model, hparams, per_speaker, seed):
     """Speaker centroids from train.csv and the EER threshold from valid.csv trials."""
-    train_rows = _csv_rows(hparams["train_csv"], hparams["data_folder"])
+    train_rows = prepared_rows(hparams["train_csv"], hparams["data_folder"])
     speakers = [model.hparams.speaker_encoder.ind2lab[i] for i in range(len(model.hparams.speaker_encoder))]
     chosen = _sample_per_speaker(train_rows, per_speaker, seed)
     embeddings = {speaker: model.embed_files([row["wav"] for row in chosen[speaker]]) for speaker in speakers}
@@ -213,7 +203,7 @@ def _calibrate(model, hparams, per_speaker, seed):
 
     note = "Not calibrated: no validation utterance of a training speaker; 0.5 is a guess."
     threshold, eer = 0.5, None
-    valid_rows = [r for r in _csv_rows(hparams["valid_csv"], hparams["data_folder"]) if r["spk_id"] in speakers]
+    valid_rows = [r for r in prepared_rows(hparams["valid_csv"], hparams["data_folder"]) if r["spk_id"] in speakers]
     valid_rows = [row for rows in _sample_per_speaker(valid_rows, per_speaker, seed).values() for row in rows]
     if valid_rows:
         embeddings = model.embed_files([r["wav"] for r in valid_rows]) - mean
@@ -406,7 +396,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
         if os.path.isfile(hparams["test_results"]):
             with open(hparams["test_results"], encoding="utf-8") as fin:
                 results = json.load(fin)
-        n_train = len(_csv_rows(hparams["train_csv"], hparams["data_folder"]))
+        n_train = len(prepared_rows(hparams["train_csv"], hparams["data_folder"]))
         card = _model_card(
             hparams, results, {"threshold": threshold, "eer": eer, "note": note},
             os.path.basename(checkpoint.path), experiment_folder, speakers, n_train,

@@ -5,8 +5,8 @@ import os
 import torch
 
 __all__ = [
-    "encoder_output_size", "encoder_hidden_states", "frame_lengths", "training_directory",
-    "write_text_atomically",
+    "encoder_output_size", "encoder_hidden_states", "frame_lengths", "prepared_rows",
+    "training_directory", "write_text_atomically",
 ]
 
 
@@ -95,6 +95,26 @@ def frame_lengths(encoder, wav_lens, n_samples, n_frames):
     encoder = getattr(encoder, "module", encoder)  # under DistributedDataParallel
     frames = encoder.model._get_feat_extract_output_lengths(samples)
     return frames.clamp(min=1, max=n_frames).to(wav_lens.dtype) / n_frames
+
+
+def prepared_rows(csv_path, data_folder):
+    """Rows of a CSV written by ``iemocap_prepare``, with ``$data_root`` in ``wav`` resolved.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> _ = open(path, "w").write("ID,wav,emo\\na,$data_root/a.wav,neu\\n")
+    >>> prepared_rows(path, "/data")[0]["wav"]
+    '/data/a.wav'
+    """
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as fin:
+        rows = list(csv.DictReader(fin))
+    for row in rows:
+        row["wav"] = row["wav"].replace("$data_root", data_folder)
+    return rows
 
 
 def write_text_atomically(path, text):
