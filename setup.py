@@ -40,8 +40,13 @@ setup(
         # run_experiments.py --launcher submitit (Slurm) / --launcher ray
         "slurm": ["submitit==1.5.4"],
         "ray": ["ray==2.60.0"],
+        # mtlser-export --onnx (exporter) and mtlser-infer --backend onnx (runtime)
+        "onnx": ["onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2"],
         # submitit's local executor exercises the cluster launcher in the tests
-        "test": ["pytest==9.2.0", "submitit==1.5.4"],
+        "test": [
+            "pytest==9.2.0", "submitit==1.5.4",
+            "onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2",
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -430,14 +430,27 @@ def main(argv=None):
     parser.add_argument("model_folder", nargs="?", help="destination (default: EXPERIMENT_FOLDER/model)")
     parser.add_argument("--max_key", default="UA", help="export the checkpoint with the best value of this metric")
     parser.add_argument("--per_speaker", type=int, default=30, help="utterances per speaker for the centroids")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write MODEL_FOLDER/onnx: the model as ONNX (fp32 and int8) for ONNX Runtime "
+                        "(mtlser-infer --backend onnx); needs pip install mtlser[onnx]")
     args = parser.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     try:
         folder = export_model(args.experiment_folder, args.model_folder, args.max_key, args.per_speaker)
+        if args.onnx:
+            from mtlser_lobes.onnx_export import export_onnx
+
+            check = export_onnx(folder)
+            worst = max(check["max_difference"].values())
+            logger.info(f"ONNX model written to {check['folder']} (largest difference from PyTorch: {worst:.1e})")
     except (FileNotFoundError, ValueError) as error:
         print(f"mtlser-export: {error}", file=sys.stderr)
+        return 1
+    except ImportError as error:
+        print(f"mtlser-export: --onnx needs ONNX Runtime and the exporter's packages ({error}): "
+              "pip install mtlser[onnx]", file=sys.stderr)
         return 1
     print(folder)
     return 0
