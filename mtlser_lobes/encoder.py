@@ -46,6 +46,9 @@ class Wav2Vec2FromConfig(Wav2Vec2):
     >>> encoder = Wav2Vec2FromConfig(config)
     >>> encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape
     torch.Size([2, 49, 16])
+    >>> without_type = {key: value for key, value in config.items() if key != "model_type"}
+    >>> type(Wav2Vec2FromConfig(without_type).model).__name__
+    'Wav2Vec2Model'
     >>> from transformers import WavLMConfig
     >>> config = WavLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
     ...                      intermediate_size=32, conv_dim=(8,) * 7).to_dict()
