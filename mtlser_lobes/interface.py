@@ -33,7 +33,7 @@ from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
-from mtlser_lobes.helpers import frame_lengths
+from mtlser_lobes.helpers import frame_lengths, pads_exactly
 from mtlser_lobes.predictions import Prediction, Segment, Timeline
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
@@ -52,11 +52,14 @@ def _check_is_file(path):
 class MTLSER(Pretrained):
     """The exported three-head model: emotion, CTC transcript and speaker.
 
-    One wav2vec 2.0 pass per utterance feeds all three heads. With an encoder
+    One encoder pass per utterance feeds all three heads. With an encoder
     whose output depends on padding (group-norm feature extractor, as in
-    ``wav2vec2-base``), batches are encoded one utterance at a time, so an
-    answer never depends on what else is in the batch; padding-invariant
-    (layer-norm) encoders run padded batches.
+    ``wav2vec2-base``, ``hubert-base-ls960`` and ``wavlm-base-plus``;
+    data2vec-audio's stacked positional convolutions; waveform normalisation),
+    batches are encoded one utterance at a time, so an answer never depends on
+    what else is in the batch; padding-invariant encoders (layer-norm front
+    end, no waveform normalisation) run padded batches
+    (:func:`mtlser_lobes.helpers.pads_exactly` tells which).
 
     Speakers: the training speakers are known from export; :meth:`enroll` adds
     new ones from a few recordings, identified by cosine similarity of the
@@ -99,7 +102,7 @@ class MTLSER(Pretrained):
         self.enrolled = {}  # name -> unit-length centroid (embedding_dim,)
         #: Name only enrolled speakers (e.g. the members of one household).
         self.enrolled_only = False
-        self.pads_batches = self.mods.wav2vec2.model.config.feat_extract_norm == "layer"
+        self.pads_batches = pads_exactly(self.mods.wav2vec2.model.config, self.mods.wav2vec2.normalize_wav)
         self._prepare_for_inference()
 
     def _prepare_for_inference(self):
