@@ -19,6 +19,7 @@ it imports never import torch (``tests/test_onnx.py`` checks it).
 """
 
 import json
+import logging
 import os
 from fractions import Fraction
 
@@ -29,6 +30,8 @@ from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
 from mtlser_lobes.predictions import Prediction, Segment, Timeline
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
+
+logger = logging.getLogger(__name__)
 
 UNKNOWN_SPEAKER = "unknown"
 
@@ -122,9 +125,15 @@ class OnnxMTLSER:
         if problem is not None:
             raise AudioError(f"{name}: {problem}")
 
-    def _to_model_audio(self, audio, sample_rate, name):
+    def _to_model_audio(self, audio, sample_rate, name, log=True):
         """(time, channels) float32 at any rate -> (time,) at the model's rate."""
         self.check_waveform(audio, name, sample_rate)
+        channels = audio.shape[1]
+        if log and (sample_rate != self.sample_rate or channels != 1):
+            layout = "mono" if channels == 1 else "stereo" if channels == 2 else f"{channels}-channel"
+            logger.info(f"{name}: {sample_rate} Hz {layout}: " + (
+                f"resampled to {self.sample_rate} Hz mono" if sample_rate != self.sample_rate else "mixed down to mono"
+            ))
         audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
         if sample_rate != self.sample_rate:
             from scipy.signal import resample_poly
@@ -274,7 +283,7 @@ class OnnxMTLSER:
                 start += audio.shape[0]
                 segments.append(segment)
                 try:
-                    wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]")
+                    wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
                 except AudioError as error:
                     segment.error = str(error)
                     continue

@@ -30,6 +30,7 @@ TRUST_LEVELS = ("safe", "all")
 #: The Python objects an exported model's ``hyperparams.yaml`` may name.
 SAFE_TARGETS = frozenset({
     "mtlser_lobes.encoder.Wav2Vec2FromConfig",
+    "mtlser_lobes.encoder.EncoderFromConfig",
     "mtlser_lobes.heads.EmotionHead",
     "mtlser_lobes.heads.CTCHead",
     "mtlser_lobes.heads.SpeakerHead",

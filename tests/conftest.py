@@ -35,6 +35,22 @@ def demo_release(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def trained_experiment(tmp_path_factory, tiny_encoder, demo_release):
+    """train.py on the demo corpus (speaker weight 1, 20 epochs): the experiment and its exported model.
+
+    Shared by the interface and deployment tests; they must not modify it.
+    """
+    from recipe_helpers import TINY_ENCODER_OVERRIDES, run_train
+
+    output = str(tmp_path_factory.mktemp("interface") / "exp")
+    run_train([
+        "--wav2vec2_hub", tiny_encoder, "--data_folder", demo_release, "--output_folder", output,
+        "--alpha", "0.1", "--beta", "1.0", "--number_of_epochs", "20", *TINY_ENCODER_OVERRIDES,
+    ])
+    return {"folder": output, "model": os.path.join(output, "model"), "data": demo_release}
+
+
 # The reliability suite's ledger (tests/reliability): each test records the faults it injected and
 # survived; the terminal summary prints the totals that the README's reliability section quotes.
 _RELIABILITY_LEDGER = []

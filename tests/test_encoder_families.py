@@ -56,3 +56,14 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
         assert batched.speaker == single.speaker
         for label, p in single.probabilities.items():
             assert batched.probabilities[label] == pytest.approx(p, abs=1e-5)
+
+    # ONNX: the export checks its graph against PyTorch (1e-4) and the runtime answers alike
+    from mtlser_lobes.onnx_export import export_onnx
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+    export_onnx(os.path.join(output, "model"), quantize=False)
+    onnx_model = OnnxMTLSER(os.path.join(output, "model"))
+    for answer, single in zip(onnx_model.predict_files(paths, batch_size=len(paths)), alone):
+        assert answer.emotion == single.emotion and answer.text == single.text
+        for label, p in single.probabilities.items():
+            assert answer.probabilities[label] == pytest.approx(p, abs=1e-4)

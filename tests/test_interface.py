@@ -14,20 +14,15 @@ import soundfile
 import torch
 
 from conftest import ROOT
-from recipe_helpers import TINY_ENCODER_OVERRIDES, brain_outputs, run_train
+from recipe_helpers import brain_outputs
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory, tiny_encoder, demo_release):
-    """train.py on the demo corpus (speaker weight 1): the experiment and its exported model."""
-    output = str(tmp_path_factory.mktemp("interface") / "exp")
-    run_train([
-        "--wav2vec2_hub", tiny_encoder, "--data_folder", demo_release, "--output_folder", output,
-        "--alpha", "0.1", "--beta", "1.0", "--number_of_epochs", "20", *TINY_ENCODER_OVERRIDES,
-    ])
-    return {"folder": output, "model": os.path.join(output, "model"), "data": demo_release}
+def experiment(trained_experiment):
+    """train.py on the demo corpus (conftest): the experiment and its exported model."""
+    return trained_experiment
 
 
 @pytest.fixture(scope="module")

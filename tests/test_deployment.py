@@ -1,0 +1,206 @@
+"""Deployment: safe loading of shared model folders, ONNX export and the ONNX Runtime interface.
+
+On the model trained by the shared fixture (conftest ``trained_experiment``), exported again with
+``mtlser-export --onnx`` into a folder of this module's own.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from mtlser_lobes.helpers import prepared_rows
+
+pytestmark = pytest.mark.slow
+
+EMOTIONS = ("neu", "hap", "ang", "sad")
+
+
+def _cli(module, args, **kwargs):
+    """Runs ``python -m mtlser_lobes.<module> ARGS`` as a user runs the console script."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-c", f"import sys; from mtlser_lobes.{module} import main; "
+                           "sys.exit(main(sys.argv[1:]))", *args],
+                          env=env, capture_output=True, text=True, timeout=900, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_experiment, tmp_path_factory):
+    """``mtlser-export EXPERIMENT MODEL --onnx``: a model folder with its ONNX export."""
+    folder = str(tmp_path_factory.mktemp("deployment") / "model")
+    result = _cli("export", [trained_experiment["folder"], folder, "--onnx"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == folder
+    return folder
+
+
+@pytest.fixture(scope="module")
+def test_wavs(trained_experiment):
+    rows = prepared_rows(os.path.join(trained_experiment["folder"], "test.csv"), trained_experiment["data"])
+    return [row["wav"] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def torch_model(exported):
+    from mtlser_lobes.interface import MTLSER
+
+    return MTLSER.from_hparams(source=exported, run_opts={"device": "cpu"})
+
+
+# ------------------------------------------------------------------- safe loading
+_PAYLOADS = {
+    "hyperpyyaml_apply": 'pwned: !apply:os.system ["touch {marker}"]',
+    "pyyaml_python_tag": 'pwned: !!python/object/apply:os.system ["touch {marker}"]',
+    "hyperpyyaml_name": 'pwned: !apply:subprocess.call [["touch", "{marker}"]]',
+}
+
+
+def _tampered(model_folder, folder, payload):
+    """A copy of the model folder whose hyperparams.yaml runs ``payload`` when loaded; its line."""
+    shutil.copytree(model_folder, folder)
+    path = os.path.join(folder, "hyperparams.yaml")
+    lines = open(path, encoding="utf-8").read().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("blank_index:")) + 1
+    lines.insert(at, payload)
+    with open(path, "w", encoding="utf-8") as fout:
+        fout.write("\n".join(lines) + "\n")
+    return at + 1
+
+
+def test_every_exported_folder_loads_safely(exported, trained_experiment):
+    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.safe_loading import check_hyperparams
+
+    for folder in (exported, trained_experiment["model"]):
+        check_hyperparams(os.path.join(folder, "hyperparams.yaml"))
+        model = MTLSER.from_hparams(source=folder)  # trust="safe" is the default
+        assert model.emotion_classes == list(EMOTIONS)
+
+
+@pytest.mark.parametrize("kind", sorted(_PAYLOADS))
+def test_a_tampered_folder_is_refused_and_its_payload_never_runs(exported, tmp_path, kind):
+    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.safe_loading import UnsafeModelError
+
+    marker = tmp_path / "payload_ran"
+    folder = str(tmp_path / "tampered")
+    line = _tampered(exported, folder, _PAYLOADS[kind].format(marker=marker))
+    with pytest.raises(UnsafeModelError, match=f"line {line}: "):
+        MTLSER.from_hparams(source=folder)
+    assert not marker.exists()
+
+    wav = str(tmp_path / "a.wav")
+    soundfile.write(wav, 0.1 * np.sin(np.arange(16000) / 5.0), 16000)
+    result = _cli("cli", [folder, wav])
+    assert result.returncode == 2
+    assert "refused to load" in result.stderr and f"line {line}:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+    # the payload is real: trusting the folder runs it
+    result = _cli("cli", [folder, wav, "--trust", "all", "--quiet"])
+    assert marker.exists(), result.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- ONNX
+def test_onnx_folder_holds_graphs_and_a_json_config_only(exported):
+    names = sorted(os.listdir(os.path.join(exported, "onnx")))
+    assert names == ["config.json", "model.int8.onnx", "model.onnx"]
+    config = json.load(open(os.path.join(exported, "onnx", "config.json")))
+    assert config["emotion_classes"] == list(EMOTIONS)
+    assert len(config["speaker_centroids"]) == len(config["speakers"]) == 8
+
+
+def test_onnx_answers_as_pytorch_does(exported, torch_model, test_wavs):
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+    model = OnnxMTLSER(exported)
+    paths = test_wavs[:12]
+    expected = torch_model.predict_files(paths, batch_size=4)
+    for answers in (model.predict_files(paths, batch_size=4), [model.predict_file(p) for p in paths]):
+        for answer, reference in zip(answers, expected):
+            assert answer.error is None
+            assert answer.emotion == reference.emotion
+            assert answer.text == reference.text
+            assert answer.speaker == reference.speaker
+            assert answer.speaker_score == pytest.approx(reference.speaker_score, abs=1e-4)
+            for label in EMOTIONS:
+                assert answer.probabilities[label] == pytest.approx(reference.probabilities[label], abs=1e-4)
+
+
+def test_onnx_timeline_enrolment_and_bad_input(exported, torch_model, test_wavs, tmp_path):
+    from mtlser_lobes.audio import AudioError
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+    model = OnnxMTLSER(exported)
+    long_wav = str(tmp_path / "long.wav")
+    audio = np.concatenate([soundfile.read(p, dtype="float32")[0] for p in test_wavs[:6]])
+    soundfile.write(long_wav, audio, 16000)
+    timeline, reference = model.predict_file(long_wav, segment_s=2.0), torch_model.predict_file(long_wav, segment_s=2.0)
+    assert [s.emotion for s in timeline.segments] == [s.emotion for s in reference.segments]
+    assert [s.start_s for s in timeline.segments] == [s.start_s for s in reference.segments]
+    assert timeline.emotion == reference.emotion and timeline.speaker == reference.speaker
+
+    assert model.enroll("anna", test_wavs[:2]) == 2
+    torch_model.enroll("anna", test_wavs[:2])
+    model.enrolled_only = torch_model.enrolled_only = True  # anna or "unknown"
+    try:
+        ours, theirs = model.predict_file(test_wavs[0]), torch_model.predict_file(test_wavs[0])
+        assert model.speakers == ["anna"]
+        assert ours.speaker == theirs.speaker
+        assert ours.speaker_score == pytest.approx(theirs.speaker_score, abs=1e-4)
+        assert ours.speaker_score > 0.5  # one of the recordings anna was enrolled from
+    finally:
+        torch_model.forget("anna")
+        torch_model.enrolled_only = False
+
+    silent = str(tmp_path / "silent.wav")
+    soundfile.write(silent, np.zeros(16000, dtype="float32"), 16000)
+    with pytest.raises(AudioError, match="is silent"):
+        model.predict_file(silent)
+    answers = model.predict_files([silent, test_wavs[0]])
+    assert "is silent" in answers[0].error and answers[1].emotion in EMOTIONS
+
+
+_NO_TORCH = """
+import sys
+
+class NoTorch:  # any `import torch` fails, as where torch is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+
+sys.meta_path.insert(0, NoTorch())
+from mtlser_lobes.cli import main
+status = main(sys.argv[1:])
+assert "torch" not in sys.modules
+sys.exit(status)
+"""
+
+
+def test_onnx_cli_runs_without_torch(exported, test_wavs, tmp_path):
+    """mtlser-infer --backend onnx never imports torch: it runs where torch cannot be imported."""
+    stereo = str(tmp_path / "stereo_8k.wav")
+    audio = soundfile.read(test_wavs[1], dtype="float32")[0][::2]
+    soundfile.write(stereo, np.stack([audio, audio], axis=1), 8000)
+    code = _NO_TORCH
+    for backend in ("onnx", "onnx-int8"):
+        result = subprocess.run([sys.executable, "-c", code, exported, test_wavs[0], stereo, "--json",
+                                 "--backend", backend], capture_output=True, text=True, timeout=300,
+                                env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        answers = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [a["source"] for a in answers] == [test_wavs[0], stereo]
+        assert all(a["emotion"] in EMOTIONS and a["error"] is None for a in answers)
+        assert f"{stereo}: 8000 Hz stereo: resampled to 16000 Hz mono" in result.stderr
+
+
+def test_onnx_cli_refuses_a_folder_without_an_onnx_export(trained_experiment, test_wavs):
+    result = _cli("cli", [trained_experiment["model"], test_wavs[0], "--backend", "onnx"])
+    assert result.returncode == 2
+    assert "mtlser-export --onnx" in result.stderr and "Traceback" not in result.stderr
