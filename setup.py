@@ -40,8 +40,11 @@ setup(
         # run_experiments.py --launcher submitit (Slurm) / --launcher ray
         "slurm": ["submitit==1.5.4"],
         "ray": ["ray==2.60.0"],
-        # submitit's local executor exercises the cluster launcher in the tests
-        "test": ["pytest==9.2.0", "submitit==1.5.4"],
+        # use_tensorboard: True in hparams/mtl.yaml
+        "tensorboard": ["tensorboard==2.21.0"],
+        # submitit's local executor exercises the cluster launcher in the tests; TensorBoard's
+        # test reads the event files
+        "test": ["pytest==9.2.0", "submitit==1.5.4", "tensorboard==2.21.0"],
     },
     entry_points={
         "console_scripts": [
