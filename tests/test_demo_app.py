@@ -99,6 +99,18 @@ def test_analyse_and_enroll_directly(small_experiment, model, audio):
         model.enrolled = {}
 
 
+def test_the_command_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys):
+    from mtlser_lobes import demo_app
+
+    assert demo_app.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"mtlser-demo: error: {tmp_path} is not a model folder (no hyperparams.yaml); "
+                                       "see mtlser-export\n")
+    (tmp_path / "hyperparams.yaml").write_text("# never read: the check fails first\n")
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if the [demo] extra were not installed
+    assert demo_app.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"mtlser-demo: error: {demo_app.GRADIO_MISSING}\n"
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
