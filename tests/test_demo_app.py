@@ -67,20 +67,23 @@ def test_analyse_and_enroll_directly(small_experiment, model, audio):
         timeline = model.predict_file(audio["long"], segment_s=WINDOW_S)
         answer = demo.analyse(audio["long"])
         assert answer.probabilities == timeline.overall.probabilities
-        assert len(answer.windows) == len(timeline.segments) == int(np.ceil(soundfile.info(audio["long"]).duration / WINDOW_S))
+        n_windows = int(np.ceil(soundfile.info(audio["long"]).duration / WINDOW_S))
+        assert len(answer.windows) == len(timeline.segments) == n_windows
         assert all(len(row) == len(WINDOW_COLUMNS) for row in answer.windows)
         assert [row[2] for row in answer.windows] == [s.emotion or "-" for s in timeline.segments]
         assert [ax.get_ylabel() for ax in answer.timeline.axes] == ["probability", "speaker", "transcript"]
         assert f"in {len(timeline.segments)} windows of {WINDOW_S} s" in answer.message
 
         # bad input: a readable message naming the file, nothing else
-        for path, reason in ((audio["bad"], "cannot be decoded as audio"), (audio["silent"], "is silent"), (None, "")):
+        cases = ((audio["bad"], "cannot be decoded as audio"), (audio["silent"], "is silent"), (None, ""))
+        for path, reason in cases:
             answer = demo.analyse(path)
             assert answer.probabilities is None and answer.timeline is None and answer.transcript == ""
             if path is None:
                 assert answer.message == "Record or upload some speech first."
             else:
-                assert answer.message.startswith(f"**Could not analyse this audio:** {os.path.basename(path)}: {reason}")
+                expected_message = f"**Could not analyse this audio:** {os.path.basename(path)}: {reason}"
+                assert answer.message.startswith(expected_message)
             assert "Traceback" not in answer.message
 
         # enrolment: the speaker of this recording is named from now on

@@ -53,7 +53,8 @@ def test_cli_plot_writes_the_timeline_png(small_experiment, tmp_path):
     answered = [w for w in windows if not w["error"]]
     assert len(answered) >= 3
     assert len(probabilities.patches) == sum(len(legend) if not w["error"] else 1 for w in windows)
-    assert [t.get_text() for t in probabilities.texts if t.get_text() in legend] == [w["emotion"] for w in answered]
+    winners = [t.get_text() for t in probabilities.texts if t.get_text() in legend]
+    assert winners == [w["emotion"] for w in answered]
     # speaker names and scores per answered window; a dashed line at each change of speaker
     labels = [t.get_text() for t in speakers.texts]
     assert labels == [f"{w['speaker']}\n{w['speaker_score']:.2f}" for w in answered]
@@ -62,21 +63,24 @@ def test_cli_plot_writes_the_timeline_png(small_experiment, tmp_path):
     assert f"{duration:.1f} s" in figure._suptitle.get_text()
 
 
-def test_a_short_file_is_one_window_and_bad_plot_arguments_exit_2(small_experiment, tmp_path):
+def test_a_short_file_is_one_window_and_bad_plot_arguments_exit_2(small_experiment, tmp_path, capsys):
     from PIL import Image
+
+    from mtlser_lobes import cli
 
     wav = experiment_rows(small_experiment)[0]["wav"]
     png = str(tmp_path / "one.png")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    run = lambda *args: subprocess.run([sys.executable, "-m", "mtlser_lobes.cli", small_experiment["model"], *args],  # noqa: E731
-                                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    result = run(wav, "--plot", png, "--quiet")
+    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.cli", small_experiment["model"], wav, "--plot", png,
+                             "--quiet"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = result.stdout.strip().splitlines()[1:]
     assert [row.split()[1] for row in rows] == ["all", "0.0"]  # one 10 s window
     with Image.open(png) as image:
         assert image.size[0] > 0
-    two = run(wav, wav, "--plot", png)
-    assert two.returncode == 2 and two.stderr.startswith("mtlser-infer: error: --plot draws the timeline of one file")
-    nowhere = run(wav, "--plot", str(tmp_path / "missing" / "x.png"))
-    assert nowhere.returncode == 2 and "no folder" in nowhere.stderr
+
+    # checked before the model is loaded: one line, exit status 2
+    assert cli.main([small_experiment["model"], wav, wav, "--plot", png]) == 2
+    assert capsys.readouterr().err.startswith("mtlser-infer: error: --plot draws the timeline of one file; 2 were given")
+    assert cli.main([small_experiment["model"], wav, "--plot", str(tmp_path / "missing" / "x.png")]) == 2
+    assert f"--plot {tmp_path / 'missing' / 'x.png'}: no folder" in capsys.readouterr().err
