@@ -40,15 +40,20 @@ setup(
         # run_experiments.py --launcher submitit (Slurm) / --launcher ray
         "slurm": ["submitit==1.5.4"],
         "ray": ["ray==2.60.0"],
+        # mtlser-export --onnx (exporter) and mtlser-infer --backend onnx (runtime)
+        "onnx": ["onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2"],
         # mtlser-demo, the browser demo (Gradio; gradio 6.31 needs pillow < 13: pip picks 12.3)
         "demo": ["gradio==6.31.0", "gradio_client==2.7.2"],
         # use_tensorboard: True in hparams/mtl.yaml
         "tensorboard": ["tensorboard==2.21.0"],
-        # submitit's local executor exercises the cluster launcher in the tests; the demo's and
-        # TensorBoard's tests need their extras, and the browser test drives Debian's chromium
+        # submitit's local executor exercises the cluster launcher in the tests; the ONNX, demo and
+        # TensorBoard tests need their extras, and the browser test drives Debian's chromium
         # through Playwright
-        "test": ["pytest==9.2.0", "submitit==1.5.4", "gradio==6.31.0", "gradio_client==2.7.2",
-                 "tensorboard==2.21.0", "playwright==1.65.2"],
+        "test": [
+            "pytest==9.2.0", "submitit==1.5.4",
+            "onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2",
+            "gradio==6.31.0", "gradio_client==2.7.2", "tensorboard==2.21.0", "playwright==1.65.2",
+        ],
     },
     entry_points={
         "console_scripts": [

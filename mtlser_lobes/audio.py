@@ -12,8 +12,8 @@ Authors
 import math
 import os
 
+import numpy as np
 import soundfile
-import torch
 
 #: What soundfile raises for a file it cannot decode.
 DECODE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError)
@@ -47,16 +47,16 @@ def waveform_problem(audio, sample_rate, min_duration_s, silence_peak):
     >>> waveform_problem(np.array([0.5, np.nan] * 8000), 16000, 0.1, 1e-4)
     'contains NaN or infinite samples'
     """
-    audio = torch.as_tensor(audio)
+    audio = np.asarray(audio.detach().cpu() if hasattr(audio, "detach") else audio)
     n_samples = audio.shape[0]
     if n_samples == 0:
         return "is empty (0 samples)"
-    if not torch.isfinite(audio).all():
+    if not np.isfinite(audio).all():
         return "contains NaN or infinite samples"
     duration = n_samples / sample_rate
     if duration < min_duration_s:
         return f"is too short ({duration:.3f} s); at least {min_duration_s:.2f} s is needed"
-    peak = float(audio.abs().max())
+    peak = float(np.abs(audio).max())
     if peak < silence_peak:
         return f"is silent (peak amplitude {peak:.1e})"
     return None
@@ -123,6 +123,8 @@ def load_training_audio(path, sample_rate, max_duration_s=None):
             frames = min(frames, math.ceil(max_duration_s * audio_file.samplerate))
         audio = audio_file.read(frames, dtype="float32", always_2d=True)
         file_rate = audio_file.samplerate
+    import torch
+
     audio = torch.from_numpy(audio)
     if file_rate == sample_rate and audio.shape[1] == 1:
         audio = audio[:, 0]

@@ -4,6 +4,7 @@
 
     mtlser-infer MODEL_DIR a.wav b.flac recordings/ [--json] [--device cuda:0]
                  [--segment_s 10] [--enroll NAME=x.wav,y.wav] [--batch_size 8]
+                 [--backend torch|onnx|onnx-int8] [--trust safe|all]
     mtlser-infer MODEL_DIR long.wav --plot long.png [--segment_s 5]
 
 Folders are searched recursively for audio files. Prints a table (or one JSON
@@ -33,7 +34,8 @@ exit status:
   0  at least one file was answered (files that could not be are ERROR rows)
   1  no file could be answered
   2  bad arguments: not a model folder, a folder without audio, --batch_size < 1,
-     --segment_s <= 0, a device that is not there, ... (one line on stderr)"""
+     --segment_s <= 0, a device that is not there, a model folder refused by --trust safe, ...
+     (one line on stderr)"""
 
 
 class UsageError(Exception):
@@ -176,16 +178,34 @@ def _parse_args(argv):
     parser.add_argument("--enroll", action="append", default=[], metavar="NAME=a.wav,b.wav",
                         help="add a speaker from recordings before predicting (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                        help="torch: the PyTorch model (default); onnx / onnx-int8: MODEL_DIR/onnx written by "
+                        "mtlser-export --onnx, run by ONNX Runtime without torch (int8: quantised weights)")
+    parser.add_argument("--threads", type=_positive(int), default=None,
+                        help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument("--trust", default="safe", choices=["safe", "all"],
+                        help="safe: refuse a hyperparams.yaml that names code other than the classes an "
+                        "exported model uses (default); all: load anything (folders you trust only)")
     parser.add_argument("--plot", metavar="OUT.png", default=None,
                         help="draw the emotion timeline of the one file given (windows of --segment_s, "
                         "default 10 s) into this image (.png, .pdf, .svg)")
     args = parser.parse_args(argv)
     args.enroll = _parse_enroll(args.enroll)
-    if not os.path.isfile(os.path.join(args.model_dir, "hyperparams.yaml")):
-        raise UsageError(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
-    if args.precision == "fp16" and not args.device.startswith("cuda"):
-        raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16")
-    check_device(args.device)
+    if args.backend == "torch":
+        if not os.path.isfile(os.path.join(args.model_dir, "hyperparams.yaml")):
+            raise UsageError(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
+        if args.precision == "fp16" and not args.device.startswith("cuda"):
+            raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16")
+        check_device(args.device)
+    else:
+        if args.device != "cpu" or args.precision != "fp32":
+            raise UsageError(f"--backend {args.backend} runs on the CPU in fp32 or int8: drop --device/--precision")
+        onnx_dir = args.model_dir
+        if not os.path.isfile(os.path.join(onnx_dir, "config.json")):
+            onnx_dir = os.path.join(args.model_dir, "onnx")
+        if not os.path.isfile(os.path.join(onnx_dir, "config.json")):
+            raise UsageError(f"{args.model_dir} has no ONNX export (onnx/config.json); run mtlser-export --onnx")
+        args.onnx_dir = onnx_dir
     args.files = find_audio(args.inputs)
     if args.plot and len(args.files) != 1:
         raise UsageError(f"--plot draws the timeline of one file; {len(args.files)} were given")
@@ -194,11 +214,14 @@ def _parse_args(argv):
     return args
 
 
-def _log_to_stderr(quiet):
+def _log_to_stderr(quiet, backend="torch"):
     """Log lines on stderr, written around the progress bar (never into its line)."""
-    from speechbrain.utils.logger import TqdmCompatibleStreamHandler
+    if backend == "torch":
+        from speechbrain.utils.logger import TqdmCompatibleStreamHandler
 
-    handler = TqdmCompatibleStreamHandler(sys.stderr)
+        handler = TqdmCompatibleStreamHandler(sys.stderr)
+    else:  # no torch (SpeechBrain imports it) on the ONNX path
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     # this tool's info lines; only warnings from the libraries
     handler.addFilter(lambda record: record.name.startswith("mtlser") or record.levelno >= logging.WARNING)
@@ -217,18 +240,33 @@ def main(argv=None):
     except UsageError as error:
         print(f"mtlser-infer: error: {error} (mtlser-infer --help for the usage)", file=sys.stderr)
         return 2
-    _log_to_stderr(args.quiet)
+    _log_to_stderr(args.quiet, args.backend)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from tqdm import tqdm
 
-    from mtlser_lobes.interface import MTLSER, AudioError
+    from mtlser_lobes.audio import AudioError
 
-    model = MTLSER.from_hparams(source=args.model_dir, run_opts={"device": args.device, "precision": args.precision})
+    if args.backend == "torch":
+        from mtlser_lobes.interface import MTLSER
+        from mtlser_lobes.safe_loading import UnsafeModelError
+
+        try:
+            model = MTLSER.from_hparams(source=args.model_dir, trust=args.trust,
+                                        run_opts={"device": args.device, "precision": args.precision})
+        except UnsafeModelError as error:
+            print(f"mtlser-infer: error: refused to load: {error}", file=sys.stderr)
+            return 2
+        min_duration_s = model.hparams.min_duration_s
+    else:
+        from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+        model = OnnxMTLSER(args.onnx_dir, quantized=args.backend == "onnx-int8", threads=args.threads)
+        min_duration_s = model.config["min_duration_s"]
     if args.plot and args.segment_s is None:
         args.segment_s = model.auto_segment_s
-    if args.segment_s is not None and args.segment_s < model.hparams.min_duration_s:
-        print(f"mtlser-infer: error: --segment_s must be at least {model.hparams.min_duration_s} s "
+    if args.segment_s is not None and args.segment_s < min_duration_s:
+        print(f"mtlser-infer: error: --segment_s must be at least {min_duration_s} s "
               "(the model's shortest input)", file=sys.stderr)
         return 2
     for name, paths in args.enroll.items():

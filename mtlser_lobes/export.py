@@ -70,7 +70,7 @@ silence_peak: {silence_peak}  # input whose peak amplitude is below this is refu
 speaker_threshold: {speaker_threshold}
 blank_index: {blank_index}
 
-# The wav2vec 2.0 encoder ({encoder_source}), fine-tuned; its Hugging Face config:
+# The {encoder_type} encoder ({encoder_source}), fine-tuned; its Hugging Face config:
 encoder_config:
 {encoder_config}
 wav2vec2: !new:mtlser_lobes.encoder.Wav2Vec2FromConfig
@@ -226,7 +226,7 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
     lines = [
         "# MTLSER model card",
         "",
-        "Multi-task speech emotion recognition: one wav2vec 2.0 encoder shared by an emotion head "
+        "Multi-task speech emotion recognition: one speech encoder shared by an emotion head "
         "(primary), a CTC character ASR head and a speaker head, trained with "
         f"`L = L_emotion + alpha * L_ctc + beta * L_speaker`, alpha = {hparams['alpha']}, "
         f"beta = {hparams['beta']}.",
@@ -247,7 +247,7 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
         f"protocol `{hparams['protocol']}`"
         + (f", test session {hparams['test_session']}" if hparams["protocol"] == "loso" else "")
         + ".",
-        f"- Encoder: `{hparams['wav2vec2_hub']}`, fine-tuned "
+        f"- Encoder: `{hparams['wav2vec2_hub']}` ({hparams['wav2vec2'].model.config.model_type}), fine-tuned "
         f"(frozen: {hparams['freeze_wav2vec2']}), {hparams['number_of_epochs']} epochs, seed {hparams['seed']}.",
         f"- Checkpoint: `{checkpoint}` (best validation UA), from `{experiment_folder}`.",
         f"- Emotions: {', '.join(hparams['emotion_classes'])}. Training speakers: {', '.join(speakers)}.",
@@ -366,6 +366,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
             "silence_peak": 1.0e-4,
             "blank_index": hparams["blank_index"],
             "encoder_source": hparams["wav2vec2_hub"],
+            "encoder_type": encoder.model.config.model_type,
             "encoder_config": _yaml_block(encoder.model.config.to_dict()),
             "normalize_wav": bool(encoder.normalize_wav),
             "output_norm": bool(encoder.output_norm),
@@ -430,14 +431,27 @@ def main(argv=None):
     parser.add_argument("model_folder", nargs="?", help="destination (default: EXPERIMENT_FOLDER/model)")
     parser.add_argument("--max_key", default="UA", help="export the checkpoint with the best value of this metric")
     parser.add_argument("--per_speaker", type=int, default=30, help="utterances per speaker for the centroids")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write MODEL_FOLDER/onnx: the model as ONNX (fp32 and int8) for ONNX Runtime "
+                        "(mtlser-infer --backend onnx); needs pip install mtlser[onnx]")
     args = parser.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     try:
         folder = export_model(args.experiment_folder, args.model_folder, args.max_key, args.per_speaker)
+        if args.onnx:
+            from mtlser_lobes.onnx_export import export_onnx
+
+            check = export_onnx(folder)
+            worst = max(check["max_difference"].values())
+            logger.info(f"ONNX model written to {check['folder']} (largest difference from PyTorch: {worst:.1e})")
     except (FileNotFoundError, ValueError) as error:
         print(f"mtlser-export: {error}", file=sys.stderr)
+        return 1
+    except ImportError as error:
+        print(f"mtlser-export: --onnx needs ONNX Runtime and the exporter's packages ({error}): "
+              "pip install mtlser[onnx]", file=sys.stderr)
         return 1
     print(folder)
     return 0

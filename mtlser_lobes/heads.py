@@ -26,16 +26,30 @@ torch.Size([2, 4])
 """
 
 import torch
-from speechbrain.dataio.dataio import length_to_mask
 
 __all__ = [
     "LayerSelection", "MaskedPooling", "EmotionHead", "CTCHead", "SpeakerHead",
-    "UncertaintyWeighting", "layer_count",
+    "UncertaintyWeighting", "frame_mask", "layer_count",
 ]
 
 LAYER_CHOICES = ("last", "weighted")
 CTC_BLOCKS = ("none", "lstm", "transformer")
 POOLINGS = ("mean", "meanstd")
+
+
+def frame_mask(n_real, n_frames):
+    """True on the real frames: (batch,) frame counts -> (batch, n_frames) bool.
+
+    SpeechBrain's ``length_to_mask`` as pure tensor arithmetic, so that an exported
+    graph (ONNX) keeps its batch size dynamic.
+
+    Example
+    -------
+    >>> frame_mask(torch.tensor([2.0, 3.0]), 4)
+    tensor([[ True,  True, False, False],
+            [ True,  True,  True, False]])
+    """
+    return torch.arange(n_frames, device=n_real.device)[None, :] < n_real[:, None]
 
 
 def layer_count(choice, n_hidden_states):
@@ -94,7 +108,7 @@ class LayerSelection(torch.nn.Module):
                 f"this head weighs {self.n_layers} encoder layers and needs their stack "
                 f"(layers, batch, time, hidden) (output_all_hiddens), got {tuple(feats.shape)}"
             )
-        normed = torch.nn.functional.layer_norm(feats, feats.shape[-1:])
+        normed = torch.nn.functional.layer_norm(feats, (int(feats.shape[-1]),))
         weights = torch.softmax(self.weights, dim=0).to(feats.dtype)
         return (weights.view(-1, 1, 1, 1) * normed).sum(dim=0)
 
@@ -135,8 +149,7 @@ class MaskedPooling(torch.nn.Module):
         else:
             # SpeechBrain's convention: frames = round(relative length * time)
             absolute = torch.round(lengths * n_frames).clamp(min=1)
-            mask = length_to_mask(absolute, max_len=n_frames, device=x.device)
-            mask = mask.to(x.dtype)
+            mask = frame_mask(absolute, n_frames).to(x.dtype)
         mask = mask.unsqueeze(-1)  # (batch, time, 1)
         count = mask.sum(dim=1)  # (batch, 1)
         mean = (x * mask).sum(dim=1) / count  # (batch, time, dim) -> (batch, dim)
@@ -275,7 +288,7 @@ class CTCHead(torch.nn.Module):
                     output, batch_first=True, total_length=n_frames
                 )
             else:
-                padding = ~length_to_mask(absolute, max_len=n_frames, device=x.device).bool()
+                padding = ~frame_mask(absolute, n_frames)
                 x = self.block(x, src_key_padding_mask=padding)
         return torch.log_softmax(self.linear(x), dim=-1)
 

@@ -5,7 +5,7 @@ import os
 import torch
 
 __all__ = [
-    "encoder_output_size", "encoder_hidden_states", "frame_lengths", "prepared_rows",
+    "encoder_output_size", "encoder_hidden_states", "frame_lengths", "pads_exactly", "prepared_rows",
     "training_directory", "write_text_atomically",
 ]
 
@@ -95,6 +95,66 @@ def frame_lengths(encoder, wav_lens, n_samples, n_frames):
     encoder = getattr(encoder, "module", encoder)  # under DistributedDataParallel
     frames = encoder.model._get_feat_extract_output_lengths(samples)
     return frames.clamp(min=1, max=n_frames).to(wav_lens.dtype) / n_frames
+
+
+def pads_exactly(config, normalize_wav=False):
+    """Whether the encoder gives each utterance of a padded batch its output alone.
+
+    The encoder families differ in what padding reaches:
+
+    - wav2vec 2.0, HuBERT and WavLM with a **group-norm** front end
+      (``feat_extract_norm: group``: ``wav2vec2-base``, ``hubert-base-ls960``,
+      ``wavlm-base-plus``) normalise each channel of the first convolution over
+      all samples, padding included: a padded batch changes every frame.
+    - With a **layer-norm** front end (``feat_extract_norm: layer``: the large
+      models) each frame is normalised alone and the padded frames are zeroed
+      before the positional convolution: exact, unless HuBERT's
+      ``conv_pos_batch_norm`` turns those zeros into its batch norm's offset.
+    - **data2vec-audio** has no ``feat_extract_norm`` (a layer norm after every
+      convolution of its front end), but its positional embedding stacks
+      ``num_conv_pos_embeddings`` convolutions (5 in ``data2vec-audio-base``)
+      without zeroing the padded frames between them, so the padding's outputs
+      of one feed the real frames of the next: exact only with a single one.
+    - An **adapter** (``add_adapter``) convolves the output again with no
+      padding mask; ``normalize_wav`` (the feature extractor's ``do_normalize``)
+      standardises each waveform over its padded length: neither is exact.
+
+    Any other model type is treated as not exact.
+
+    Arguments
+    ---------
+    config : transformers.PretrainedConfig
+        The encoder's config (``encoder.model.config``).
+    normalize_wav : bool
+        Whether the lobe layer-normalises the waveform first (its ``normalize_wav``).
+
+    Returns
+    -------
+    bool
+        True when padded batches give every utterance its output alone (to
+        rounding); False when utterances must be encoded one at a time for that.
+
+    Example
+    -------
+    >>> from transformers import AutoConfig
+    >>> pads_exactly(AutoConfig.for_model("wav2vec2", feat_extract_norm="group"))
+    False
+    >>> pads_exactly(AutoConfig.for_model("wavlm", feat_extract_norm="layer"))
+    True
+    >>> pads_exactly(AutoConfig.for_model("wavlm", feat_extract_norm="layer"), normalize_wav=True)
+    False
+    >>> pads_exactly(AutoConfig.for_model("data2vec-audio")), pads_exactly(
+    ...     AutoConfig.for_model("data2vec-audio", num_conv_pos_embeddings=1))
+    (False, True)
+    """
+    if normalize_wav or getattr(config, "add_adapter", False):
+        return False
+    model_type = getattr(config, "model_type", "wav2vec2")
+    if model_type == "data2vec-audio":
+        return int(config.num_conv_pos_embeddings) <= 1
+    if model_type in ("wav2vec2", "hubert", "wavlm"):
+        return config.feat_extract_norm == "layer" and not getattr(config, "conv_pos_batch_norm", False)
+    return False
 
 
 def prepared_rows(csv_path, data_folder):

@@ -24,7 +24,6 @@ slower than fp32.
 """
 
 import os
-from dataclasses import asdict, dataclass, field
 
 import soundfile
 import torch
@@ -34,7 +33,8 @@ from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
-from mtlser_lobes.helpers import frame_lengths
+from mtlser_lobes.helpers import frame_lengths, pads_exactly
+from mtlser_lobes.predictions import Prediction, Segment, Timeline
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
 logger = get_logger(__name__)
@@ -49,71 +49,17 @@ def _check_is_file(path):
         raise AudioError(f"{path}: no such file")
 
 
-@dataclass
-class Prediction:
-    """The model's answers for one utterance.
-
-    ``probabilities`` maps every emotion class to its probability;
-    ``speaker_score`` is the cosine similarity to the closest known speaker
-    (``speaker`` is ``"unknown"`` below the model's threshold). ``error`` is set
-    (and the answers are ``None``) when the input could not be processed.
-    """
-
-    source: str = None
-    duration_s: float = None
-    emotion: str = None
-    probabilities: dict = None
-    text: str = None
-    speaker: str = None
-    speaker_score: float = None
-    error: str = None
-
-    def to_dict(self):
-        """A JSON-ready dict."""
-        return asdict(self)
-
-
-@dataclass
-class Segment(Prediction):
-    """A window of a long recording: a :class:`Prediction` with its time span."""
-
-    start_s: float = None
-    end_s: float = None
-
-
-@dataclass
-class Timeline:
-    """A long recording: one answer per window and one for the whole file.
-
-    ``overall`` averages the windows' emotion probabilities weighted by their
-    duration, joins their transcripts and identifies the speaker from the mean
-    of their speaker embeddings; silent or too-short windows are left out.
-    The overall answer's fields read directly too (``timeline.emotion`` is
-    ``timeline.overall.emotion``), so a file segmented automatically answers
-    like any other.
-    """
-
-    overall: Prediction
-    segments: list = field(default_factory=list)
-
-    def __getattr__(self, name):
-        if name in ("overall", "segments") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.overall, name)
-
-    def to_dict(self):
-        """A JSON-ready dict."""
-        return {"overall": self.overall.to_dict(), "segments": [s.to_dict() for s in self.segments]}
-
-
 class MTLSER(Pretrained):
     """The exported three-head model: emotion, CTC transcript and speaker.
 
-    One wav2vec 2.0 pass per utterance feeds all three heads. With an encoder
+    One encoder pass per utterance feeds all three heads. With an encoder
     whose output depends on padding (group-norm feature extractor, as in
-    ``wav2vec2-base``), batches are encoded one utterance at a time, so an
-    answer never depends on what else is in the batch; padding-invariant
-    (layer-norm) encoders run padded batches.
+    ``wav2vec2-base``, ``hubert-base-ls960`` and ``wavlm-base-plus``;
+    data2vec-audio's stacked positional convolutions; waveform normalisation),
+    batches are encoded one utterance at a time, so an answer never depends on
+    what else is in the batch; padding-invariant encoders (layer-norm front
+    end, no waveform normalisation) run padded batches
+    (:func:`mtlser_lobes.helpers.pads_exactly` tells which).
 
     Speakers: the training speakers are known from export; :meth:`enroll` adds
     new ones from a few recordings, identified by cosine similarity of the
@@ -156,7 +102,7 @@ class MTLSER(Pretrained):
         self.enrolled = {}  # name -> unit-length centroid (embedding_dim,)
         #: Name only enrolled speakers (e.g. the members of one household).
         self.enrolled_only = False
-        self.pads_batches = self.mods.wav2vec2.model.config.feat_extract_norm == "layer"
+        self.pads_batches = pads_exactly(self.mods.wav2vec2.model.config, self.mods.wav2vec2.normalize_wav)
         self._prepare_for_inference()
 
     def _prepare_for_inference(self):
@@ -183,6 +129,42 @@ class MTLSER(Pretrained):
             self.mods.wav2vec2.model.feature_extractor.register_forward_pre_hook(
                 lambda module, args: (args[0].to(self.encoder_dtype),)
             )
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", trust="safe", **kwargs):
+        """Loads a model folder (or hub repository) written by :mod:`mtlser_lobes.export`.
+
+        Arguments
+        ---------
+        source : str
+            The folder (or a hub name; see SpeechBrain's ``fetch``).
+        hparams_file : str
+            The HyperPyYAML file in it.
+        trust : str
+            ``"safe"`` (default): the file is first read as plain YAML and
+            refused (:class:`~mtlser_lobes.safe_loading.UnsafeModelError`, naming
+            the line) if any ``!new:``/``!name:``/``!apply:``/``!module:`` tag
+            points outside the classes an exported model uses, so a tampered
+            folder's code never runs. ``"all"``: SpeechBrain's behaviour, any
+            code the file names runs; only for folders you trust.
+        **kwargs
+            Passed to SpeechBrain's ``Pretrained.from_hparams`` (``savedir``,
+            ``run_opts``, ``overrides``, ...).
+        """
+        from speechbrain.utils.fetching import FetchConfig, LocalStrategy, fetch
+
+        from mtlser_lobes.safe_loading import TRUST_LEVELS, check_hyperparams
+
+        if trust not in TRUST_LEVELS:
+            raise ValueError(f"trust must be one of {TRUST_LEVELS}, not {trust!r}")
+        if trust == "safe":
+            path = fetch(
+                filename=hparams_file, source=source, savedir=kwargs.get("savedir"),
+                local_strategy=kwargs.get("local_strategy", LocalStrategy.SYMLINK),
+                fetch_config=kwargs.get("fetch_config", FetchConfig()),
+            )
+            check_hyperparams(path, name=os.path.join(str(source), hparams_file))
+        return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
 
     @classmethod
     def untrained(cls, encoder_source, savedir, n_speakers=8, run_opts=None, seed=0):

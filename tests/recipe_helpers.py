@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import soundfile
+import torch
 
 from conftest import RECIPE_DIR
 
@@ -52,6 +53,33 @@ def parse_train_log(path):
                 entry[stage] = fields
             entries.append(entry)
     return entries
+
+
+def brain_outputs(experiment_folder, paths):
+    """What the training Brain computes for each file alone (batch of one), best checkpoint."""
+    import speechbrain as sb
+    from speechbrain.dataio.batch import PaddedBatch
+
+    import train
+    from mtlser_lobes.export import _load_training_hparams
+
+    hparams = _load_training_hparams(experiment_folder)
+    brain = train.MTLBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
+    hparams["checkpointer"].recover_if_possible(max_key="UA")
+    brain.modules.eval()
+    tokenizer = sb.dataio.encoder.CTCTextEncoder()
+    tokenizer.load(os.path.join(hparams["save_folder"], "ctc_encoder.txt"))
+    outputs = []
+    with torch.no_grad():
+        for path in paths:
+            batch = PaddedBatch([{"id": "x", "sig": sb.dataio.dataio.read_audio(path)}])
+            predictions = brain.compute_forward(batch, sb.Stage.TEST)
+            sequence = sb.decoders.ctc_greedy_decode(predictions["ctc"], predictions["feat_lens"], blank_id=0)[0]
+            outputs.append({
+                "probabilities": predictions["emotion"].exp()[0].tolist(),
+                "text": "".join(tokenizer.decode_ndim(sequence)).strip(),
+            })
+    return outputs
 
 
 def experiment_rows(experiment, split="test"):

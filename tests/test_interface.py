@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 from conftest import ROOT
-from recipe_helpers import TINY_ENCODER_OVERRIDES, run_train
+from recipe_helpers import TINY_ENCODER_OVERRIDES, brain_outputs, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -43,33 +43,6 @@ def _rows(experiment, split):
     for row in rows:
         row["wav"] = row["wav"].replace("$data_root", experiment["data"])
     return rows
-
-
-def _brain_outputs(experiment, paths):
-    """What the training Brain computes for each file alone (batch of one), best checkpoint."""
-    import speechbrain as sb
-    from speechbrain.dataio.batch import PaddedBatch
-
-    import train
-    from mtlser_lobes.export import _load_training_hparams
-
-    hparams = _load_training_hparams(experiment["folder"])
-    brain = train.MTLBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})
-    hparams["checkpointer"].recover_if_possible(max_key="UA")
-    brain.modules.eval()
-    tokenizer = sb.dataio.encoder.CTCTextEncoder()
-    tokenizer.load(os.path.join(hparams["save_folder"], "ctc_encoder.txt"))
-    outputs = []
-    with torch.no_grad():
-        for path in paths:
-            batch = PaddedBatch([{"id": "x", "sig": sb.dataio.dataio.read_audio(path)}])
-            predictions = brain.compute_forward(batch, sb.Stage.TEST)
-            sequence = sb.decoders.ctc_greedy_decode(predictions["ctc"], predictions["feat_lens"], blank_id=0)[0]
-            outputs.append({
-                "probabilities": predictions["emotion"].exp()[0].tolist(),
-                "text": "".join(tokenizer.decode_ndim(sequence)).strip(),
-            })
-    return outputs
 
 
 _FRESH_PROCESS = """
@@ -113,7 +86,7 @@ def test_export_folder_is_self_contained_and_matches_the_brain(experiment, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = json.loads(result.stdout.strip().splitlines()[-1])
 
-    for prediction, expected in zip(predictions, _brain_outputs(experiment, paths)):
+    for prediction, expected in zip(predictions, brain_outputs(experiment["folder"], paths)):
         probabilities = [prediction["probabilities"][c] for c in ("neu", "hap", "ang", "sad")]
         assert probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
         assert prediction["text"] == expected["text"]

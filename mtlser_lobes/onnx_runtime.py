@@ -1,0 +1,340 @@
+"""Answer audio files with the ONNX export of a model: ONNX Runtime, numpy, soundfile, scipy; no torch.
+
+::
+
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    model = OnnxMTLSER("results/.../model/onnx")            # or quantized=True for model.int8.onnx
+    model.predict_file("speech.wav").emotion
+
+The answers are the :class:`~mtlser_lobes.predictions.Prediction` /
+:class:`~mtlser_lobes.predictions.Timeline` objects of the PyTorch interface,
+computed the same way: audio read with soundfile, mixed to mono and resampled
+(polyphase, scipy) to the model's rate, checked (empty, too short, silent,
+non-finite: :class:`~mtlser_lobes.audio.AudioError`), encoded one file at a time
+when the encoder's output depends on padding (group-norm feature extractor)
+and in padded batches otherwise, greedy CTC decoding, open-set speaker
+identification with enrolment. Files longer than ``auto_segment_after_s`` are
+answered window by window, as by the PyTorch interface. This module and those
+it imports never import torch (``tests/test_onnx.py`` checks it).
+"""
+
+import json
+import os
+from fractions import Fraction
+
+import numpy as np
+import soundfile
+
+from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
+from mtlser_lobes.predictions import Prediction, Segment, Timeline
+
+__all__ = ["OnnxMTLSER", "ctc_greedy_text"]
+
+UNKNOWN_SPEAKER = "unknown"
+
+
+def ctc_greedy_text(log_probs, tokens, blank_index=0):
+    """Best path of CTC log-probabilities (frames, n_tokens): repeats merged, blanks dropped.
+
+    Example
+    -------
+    >>> probs = np.log(np.eye(3)[[1, 1, 0, 1, 2, 2]] + 1e-6)
+    >>> ctc_greedy_text(probs, ["<b>", "a", "b"])
+    'aab'
+    """
+    best = np.asarray(log_probs).argmax(axis=-1)
+    keep = np.ones(len(best), dtype=bool)
+    keep[1:] = best[1:] != best[:-1]
+    return "".join(tokens[i] for i in best[keep] if i != blank_index).strip()
+
+
+def _unit(vectors):
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _check_is_file(path):
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
+
+
+class OnnxMTLSER:
+    """The exported model run by ONNX Runtime.
+
+    Arguments
+    ---------
+    folder : str
+        An ONNX folder written by :func:`mtlser_lobes.onnx_export.export_onnx`
+        (``model.onnx``, ``config.json``), or the model folder that holds it
+        in ``onnx/``.
+    quantized : bool
+        Run ``model.int8.onnx`` (int8 weights of the linear layers) instead.
+    threads : int, optional
+        ONNX Runtime's intra-op threads (default: its own choice, the cores).
+    providers : list of str, optional
+        ONNX Runtime execution providers (default: CPU).
+    """
+
+    def __init__(self, folder, quantized=False, threads=None, providers=None):
+        import onnxruntime
+
+        if not os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(os.path.join(folder, "onnx")):
+            folder = os.path.join(folder, "onnx")
+        config_path = os.path.join(folder, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{folder} has no ONNX model (config.json); see mtlser-export --onnx")
+        with open(config_path, encoding="utf-8") as fin:
+            self.config = json.load(fin)
+        if self.config.get("format") != "mtlser-onnx":
+            raise ValueError(f"{config_path} is not the config of an MTLSER ONNX export")
+        graph = os.path.join(folder, "model.int8.onnx" if quantized else "model.onnx")
+        if not os.path.isfile(graph):
+            raise FileNotFoundError(f"{graph} is missing" + (" (exported without quantize)" if quantized else ""))
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            graph, sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
+        config = self.config
+        self.sample_rate = int(config["sample_rate"])
+        self.emotion_classes = list(config["emotion_classes"])
+        self.tokens = list(config["tokens"])
+        self.trained_speakers = list(config["speakers"])
+        self.speaker_threshold = float(config["speaker_threshold"])
+        self.auto_segment_after_s = config.get("auto_segment_after_s", 60.0)
+        self.auto_segment_s = config.get("auto_segment_s", 10.0)
+        self._mean = np.asarray(config["speaker_mean"], dtype=np.float32)
+        self._centroids = np.asarray(config["speaker_centroids"], dtype=np.float32).reshape(
+            len(self.trained_speakers), -1
+        )
+        self.enrolled = {}
+        self.enrolled_only = False
+
+    # ------------------------------------------------------------------ audio
+    def check_waveform(self, audio, name="input", sample_rate=None):
+        """Raises :class:`AudioError` for empty, non-finite, too short or silent audio."""
+        problem = waveform_problem(audio, sample_rate or self.sample_rate,
+                                   self.config["min_duration_s"], self.config["silence_peak"])
+        if problem is not None:
+            raise AudioError(f"{name}: {problem}")
+
+    def _to_model_audio(self, audio, sample_rate, name):
+        """(time, channels) float32 at any rate -> (time,) at the model's rate."""
+        self.check_waveform(audio, name, sample_rate)
+        audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+        if sample_rate != self.sample_rate:
+            from scipy.signal import resample_poly
+
+            ratio = Fraction(self.sample_rate, sample_rate)
+            audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+    def load_audio(self, path):
+        """Reads a file, checks it and returns (time,) float32 at the model's rate, mono."""
+        path = str(path)
+        _check_is_file(path)
+        try:
+            audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        except DECODE_ERRORS as error:
+            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+        return self._to_model_audio(audio, rate, path)
+
+    # ---------------------------------------------------------------- forward
+    def run(self, wavs, wav_lens=None):
+        """The graph's outputs for a padded batch (batch, samples): a dict of numpy arrays."""
+        wavs = np.asarray(wavs, dtype=np.float32)
+        if wav_lens is None:
+            wav_lens = np.ones(len(wavs), dtype=np.float32)
+        outputs = self.session.run(None, {"wav": wavs, "wav_lens": np.asarray(wav_lens, dtype=np.float32)})
+        return dict(zip(self.config["outputs"], outputs))
+
+    def _encode(self, wavs):
+        """A list of (time,) waveforms -> per item (probabilities, ctc log-probs, embedding)."""
+        if self.config["pads_batches"] and len(wavs) > 1:
+            longest = max(len(w) for w in wavs)
+            batch = np.zeros((len(wavs), longest), dtype=np.float32)
+            for i, wav in enumerate(wavs):
+                batch[i, : len(wav)] = wav
+            out = self.run(batch, np.array([len(w) / longest for w in wavs], dtype=np.float32))
+            return [
+                (out["emotion_probs"][i], out["ctc_log_probs"][i, : out["frame_counts"][i]],
+                 out["speaker_embedding"][i])
+                for i in range(len(wavs))
+            ]
+        answers = []
+        for wav in wavs:  # the encoder's output depends on padding: one at a time
+            out = self.run(wav[None])
+            answers.append((out["emotion_probs"][0], out["ctc_log_probs"][0], out["speaker_embedding"][0]))
+        return answers
+
+    def _answer(self, encoded, sources, durations):
+        if not encoded:
+            return []
+        speakers, scores = self.identify(np.stack([e for _, _, e in encoded]))
+        predictions = []
+        for (probs, ctc, _), source, duration, speaker, score in zip(encoded, sources, durations, speakers, scores):
+            predictions.append(Prediction(
+                source=source,
+                duration_s=round(duration, 3),
+                emotion=self.emotion_classes[int(np.argmax(probs))],
+                probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, probs)},
+                text=ctc_greedy_text(ctc, self.tokens, self.config["blank_index"]),
+                speaker=speaker,
+                speaker_score=score,
+            ))
+        return predictions
+
+    # ----------------------------------------------------------- predictions
+    def predict_file(self, path, segment_s=None, batch_size=8):
+        """Answers one file: a :class:`Prediction`, or a :class:`Timeline` of windows.
+
+        Files longer than ``auto_segment_after_s`` (or any file, given
+        ``segment_s``) are answered in windows of ``segment_s`` seconds.
+        """
+        path = str(path)
+        if segment_s is None:
+            segment_s = self._automatic_segment_s(path)
+        if segment_s is not None:
+            return self._predict_long(path, float(segment_s), batch_size)
+        wav = self.load_audio(path)
+        return self._answer(self._encode([wav]), [path], [len(wav) / self.sample_rate])[0]
+
+    def predict_files(self, paths, batch_size=1):
+        """Answers many files; a file that fails gets its ``error`` set instead of raising."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        results = []
+        for start in range(0, len(paths), batch_size):
+            wavs, names, slots = [], [], []
+            for path in [str(p) for p in paths[start : start + batch_size]]:
+                try:
+                    segment_s = self._automatic_segment_s(path)
+                    if segment_s is not None:
+                        results.append(self._predict_long(path, segment_s, batch_size))
+                        continue
+                    wavs.append(self.load_audio(path))
+                    names.append(path)
+                    slots.append(len(results))
+                    results.append(None)
+                except AudioError as error:
+                    results.append(Prediction(source=path, error=str(error)))
+            answers = self._answer(self._encode(wavs), names, [len(w) / self.sample_rate for w in wavs])
+            for slot, answer in zip(slots, answers):
+                results[slot] = answer
+        return results
+
+    def _automatic_segment_s(self, path):
+        if self.auto_segment_after_s is None or not os.path.isfile(path):
+            return None
+        try:
+            info = soundfile.info(path)
+        except DECODE_ERRORS:
+            return None
+        duration = info.frames / info.samplerate if info.samplerate else 0.0
+        return float(self.auto_segment_s) if duration > self.auto_segment_after_s else None
+
+    def _predict_long(self, path, segment_s, batch_size):
+        """Streams a file window by window into a :class:`Timeline`."""
+        if segment_s < self.config["min_duration_s"]:
+            raise ValueError(f"segment_s must be at least {self.config['min_duration_s']} s, not {segment_s}")
+        _check_is_file(path)
+        try:
+            sound = soundfile.SoundFile(path)
+        except DECODE_ERRORS as error:
+            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+        segments, pending, embeddings = [], [], []
+
+        def flush():
+            encoded = self._encode([wav for _, wav in pending])
+            windows = [segment for segment, _ in pending]
+            answers = self._answer(encoded, [path] * len(windows), [s.end_s - s.start_s for s in windows])
+            for segment, answer, (_, _, embedding) in zip(windows, answers, encoded):
+                for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
+                    setattr(segment, key, getattr(answer, key))
+                embeddings.append((segment.end_s - segment.start_s, embedding))
+            pending.clear()
+
+        with sound:
+            rate, start = sound.samplerate, 0
+            block = max(1, int(round(segment_s * rate)))
+            while True:
+                try:
+                    audio = sound.read(block, dtype="float32", always_2d=True)
+                except DECODE_ERRORS as error:
+                    raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+                if audio.shape[0] == 0:
+                    break
+                segment = Segment(source=path, start_s=round(start / rate, 3),
+                                  end_s=round((start + audio.shape[0]) / rate, 3))
+                segment.duration_s = round(segment.end_s - segment.start_s, 3)
+                start += audio.shape[0]
+                segments.append(segment)
+                try:
+                    wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]")
+                except AudioError as error:
+                    segment.error = str(error)
+                    continue
+                pending.append((segment, wav))
+                if len(pending) >= batch_size:
+                    flush()
+            if pending:
+                flush()
+        answered = [s for s in segments if s.error is None]
+        if not answered:
+            reason = segments[0].error if segments else f"{path}: is empty (0 samples)"
+            raise AudioError(f"{path}: no window could be answered ({reason})")
+        weights = np.array([s.end_s - s.start_s for s in answered])
+        probabilities = np.array([[s.probabilities[c] for c in self.emotion_classes] for s in answered])
+        mean = (weights[:, None] * probabilities).sum(axis=0) / weights.sum()
+        mean_embedding = sum(w * e for w, e in embeddings) / sum(w for w, _ in embeddings)
+        speaker, score = self.identify(mean_embedding[None])
+        overall = Prediction(
+            source=path, duration_s=round(start / rate, 3),
+            emotion=self.emotion_classes[int(mean.argmax())],
+            probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, mean)},
+            text=" ".join(s.text for s in answered if s.text), speaker=speaker[0], speaker_score=score[0],
+        )
+        return Timeline(overall=overall, segments=segments)
+
+    # --------------------------------------------------------------- speakers
+    @property
+    def speakers(self):
+        """Every speaker the model can name: the training ones (unless ``enrolled_only``), then the enrolled."""
+        return ([] if self.enrolled_only else self.trained_speakers) + list(self.enrolled)
+
+    def identify(self, embeddings, threshold=None):
+        """Closest known speaker of each embedding (batch, dim), or "unknown": (labels, scores)."""
+        threshold = self.speaker_threshold if threshold is None else threshold
+        names = self.speakers
+        if not names:
+            return [UNKNOWN_SPEAKER] * len(embeddings), [0.0] * len(embeddings)
+        centroids = self._centroids[:0] if self.enrolled_only else self._centroids
+        if self.enrolled:
+            centroids = np.concatenate([centroids, np.stack(list(self.enrolled.values()))])
+        similarity = _unit(np.asarray(embeddings, dtype=np.float32) - self._mean) @ centroids.T
+        best = similarity.argmax(axis=-1)
+        scores = similarity[np.arange(len(best)), best]
+        labels = [names[i] if s >= threshold else UNKNOWN_SPEAKER for i, s in zip(best, scores)]
+        return labels, [round(float(s), 6) for s in scores]
+
+    def enroll(self, name, wav_paths):
+        """Adds (or replaces) a speaker from a few recordings; returns how many were used."""
+        if name in self.trained_speakers or name == UNKNOWN_SPEAKER:
+            raise ValueError(f"{name!r} is a training speaker or reserved: choose another name")
+        wav_paths = [wav_paths] if isinstance(wav_paths, (str, os.PathLike)) else list(wav_paths)
+        if not wav_paths:
+            raise ValueError(f"enroll({name!r}) needs at least one recording")
+        embeddings = np.stack([self._encode([self.load_audio(p)])[0][2] for p in wav_paths])
+        units = _unit(embeddings - self._mean)
+        self.enrolled[name] = _unit(units.mean(axis=0))
+        return len(wav_paths)
+
+    def forget(self, name):
+        """Removes an enrolled speaker."""
+        if name not in self.enrolled:
+            raise KeyError(f"{name!r} is not enrolled (enrolled: {sorted(self.enrolled)})")
+        del self.enrolled[name]

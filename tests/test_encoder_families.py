@@ -1,0 +1,58 @@
+"""HuBERT, WavLM and data2vec-audio encoders end to end: train.py, export, the interface.
+
+Each family's tiny random encoder (``mtlser-tiny-encoder --family F``) is trained for one epoch on
+the demo corpus, exported, and the exported folder answers files as the training Brain does, alone
+or in a padded batch. (wav2vec 2.0 goes through the same steps in test_interface.py.)
+"""
+
+import os
+
+import pytest
+import soundfile
+
+from mtlser_lobes.helpers import prepared_rows
+from mtlser_lobes.tiny_encoder import main as tiny_encoder_main
+from recipe_helpers import TINY_ENCODER_OVERRIDES, brain_outputs, run_train
+
+pytestmark = pytest.mark.slow
+
+EMOTIONS = ("neu", "hap", "ang", "sad")
+
+
+@pytest.mark.parametrize("family, model_type, model_class", [
+    ("hubert", "hubert", "HubertModel"),
+    ("wavlm", "wavlm", "WavLMModel"),
+    ("data2vec", "data2vec-audio", "Data2VecAudioModel"),
+])
+def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, family, model_type, model_class):
+    from transformers import AutoModel
+
+    from mtlser_lobes.interface import MTLSER
+
+    encoder = str(tmp_path / f"tiny_{family}")
+    tiny_encoder_main([encoder, "--family", family])
+    assert capsys.readouterr().out.strip() == encoder
+    assert type(AutoModel.from_pretrained(encoder)).__name__ == model_class
+
+    output = str(tmp_path / "exp")
+    run_train([
+        "--wav2vec2_hub", encoder, "--data_folder", demo_release, "--output_folder", output,
+        "--number_of_epochs", "1", *TINY_ENCODER_OVERRIDES,
+    ])
+    with open(os.path.join(output, "model", "model_card.md")) as card:
+        assert f"- Encoder: `{encoder}` ({model_type})" in card.read()
+    model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu"})
+    assert type(model.mods.wav2vec2.model).__name__ == model_class  # rebuilt from the exported config
+
+    paths = [row["wav"] for row in prepared_rows(os.path.join(output, "test.csv"), demo_release)[:4]]
+    assert len({soundfile.info(path).frames for path in paths}) > 1  # the batch below really is padded
+    alone = [model.predict_file(path) for path in paths]
+    for answer, expected in zip(alone, brain_outputs(output, paths)):
+        assert answer.emotion in EMOTIONS and answer.error is None
+        assert [answer.probabilities[c] for c in EMOTIONS] == pytest.approx(expected["probabilities"], abs=1e-5)
+        assert answer.text == expected["text"]
+    for batched, single in zip(model.predict_files(paths, batch_size=len(paths)), alone):
+        assert batched.emotion == single.emotion and batched.text == single.text
+        assert batched.speaker == single.speaker
+        for label, p in single.probabilities.items():
+            assert batched.probabilities[label] == pytest.approx(p, abs=1e-5)
