@@ -3,7 +3,7 @@
 ::
 
     pip install -e ".[demo]"
-    mtlser-demo MODEL_DIR [--host 127.0.0.1] [--port 7860] [--device cpu] [--window_s 10]
+    mtlser-demo MODEL_DIR [--host 127.0.0.1] [--port 7860] [--device cpu] [--window_s 10] [--trust safe|all]
 
 then open http://127.0.0.1:7860. Record from the microphone or upload a file:
 the page shows the emotion with a bar per class probability, the transcript,
@@ -157,11 +157,11 @@ class Demo:
         self._store = tempfile.mkdtemp(prefix="mtlser-demo-")
 
     @classmethod
-    def from_model_dir(cls, model_dir, device="cpu", window_s=None):
-        """Loads the model folder (see :meth:`MTLSER.from_hparams`) and wraps it."""
+    def from_model_dir(cls, model_dir, device="cpu", window_s=None, trust="safe"):
+        """Loads the model folder (see :meth:`MTLSER.from_hparams`, ``trust`` included) and wraps it."""
         from mtlser_lobes.interface import MTLSER
 
-        model = MTLSER.from_hparams(source=model_dir, run_opts={"device": device})
+        model = MTLSER.from_hparams(source=model_dir, trust=trust, run_opts={"device": device})
         return cls(model, model_dir=model_dir, window_s=window_s)
 
     # -------------------------------------------------------------- answers
@@ -344,6 +344,9 @@ def _parse_args(argv):
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--window_s", type=float, default=None,
                         help="recordings longer than this are answered in windows of it (default: 10)")
+    parser.add_argument("--trust", default="safe", choices=["safe", "all"],
+                        help="safe: refuse a hyperparams.yaml that names code other than the classes an "
+                        "exported model uses (default); all: load anything (folders you trust only)")
     return parser.parse_args(argv)
 
 
@@ -371,7 +374,13 @@ def main(argv=None):
         print(f"mtlser-demo: error: {error}", file=sys.stderr)
         return 2
     _log_to_stderr(quiet=False)
-    demo = Demo.from_model_dir(args.model_dir, device=args.device, window_s=args.window_s)
+    from mtlser_lobes.safe_loading import UnsafeModelError
+
+    try:
+        demo = Demo.from_model_dir(args.model_dir, device=args.device, window_s=args.window_s, trust=args.trust)
+    except UnsafeModelError as error:
+        print(f"mtlser-demo: error: refused to load: {error}", file=sys.stderr)
+        return 2
     demo.launch(host=args.host, port=args.port)
     return 0
 

@@ -108,7 +108,11 @@ def test_the_command_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsy
     assert demo_app.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"mtlser-demo: error: {tmp_path} is not a model folder (no hyperparams.yaml); "
                                        "see mtlser-export\n")
-    (tmp_path / "hyperparams.yaml").write_text("# never read: the check fails first\n")
+    # a folder whose hyperparams.yaml would run code: refused (trust "safe", as in mtlser-infer)
+    (tmp_path / "hyperparams.yaml").write_text("greeting: !apply:os.system [echo pwned]\n")
+    assert demo_app.main([str(tmp_path), "--port", str(_free_port())]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mtlser-demo: error: refused to load: ") and "os.system" in error, error
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the [demo] extra were not installed
     assert demo_app.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"mtlser-demo: error: {demo_app.GRADIO_MISSING}\n"
