@@ -42,10 +42,17 @@ setup(
         "ray": ["ray==2.60.0"],
         # mtlser-export --onnx (exporter) and mtlser-infer --backend onnx (runtime)
         "onnx": ["onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2"],
-        # submitit's local executor exercises the cluster launcher in the tests
+        # mtlser-demo, the browser demo (Gradio; gradio 6.31 needs pillow < 13: pip picks 12.3)
+        "demo": ["gradio==6.31.0", "gradio_client==2.7.2"],
+        # use_tensorboard: True in hparams/mtl.yaml
+        "tensorboard": ["tensorboard==2.21.0"],
+        # submitit's local executor exercises the cluster launcher in the tests; the ONNX, demo and
+        # TensorBoard tests need their extras, and the browser test drives Debian's chromium
+        # through Playwright
         "test": [
             "pytest==9.2.0", "submitit==1.5.4",
             "onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2",
+            "gradio==6.31.0", "gradio_client==2.7.2", "tensorboard==2.21.0", "playwright==1.65.2",
         ],
     },
     entry_points={
@@ -54,6 +61,7 @@ setup(
             "mtlser-demo-corpus=mtlser_lobes.demo_corpus:main",
             "mtlser-export=mtlser_lobes.cli:export_main",
             "mtlser-infer=mtlser_lobes.cli:main",
+            "mtlser-demo=mtlser_lobes.demo_app:main",
         ]
     },
 )

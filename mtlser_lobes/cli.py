@@ -5,11 +5,14 @@
     mtlser-infer MODEL_DIR a.wav b.flac recordings/ [--json] [--device cuda:0]
                  [--segment_s 10] [--enroll NAME=x.wav,y.wav] [--batch_size 8]
                  [--backend torch|onnx|onnx-int8] [--trust safe|all]
+    mtlser-infer MODEL_DIR long.wav --plot long.png [--segment_s 5]
 
 Folders are searched recursively for audio files. Prints a table (or one JSON
 object per file with ``--json``); a file that cannot be processed gets an
 error row and a line on stderr. Files longer than 60 s are answered window by
-window (a timeline) even without ``--segment_s``. The exit status is 0 when at
+window (a timeline) even without ``--segment_s``. ``--plot OUT.png`` draws one
+file's timeline (:func:`mtlser_lobes.plots.plot_timeline`; windows of 10 s
+unless ``--segment_s`` is given). The exit status is 0 when at
 least one file was answered, 1 when none was, 2 for bad arguments (one line on
 stderr, no traceback).
 """
@@ -183,6 +186,9 @@ def _parse_args(argv):
     parser.add_argument("--trust", default="safe", choices=["safe", "all"],
                         help="safe: refuse a hyperparams.yaml that names code other than the classes an "
                         "exported model uses (default); all: load anything (folders you trust only)")
+    parser.add_argument("--plot", metavar="OUT.png", default=None,
+                        help="draw the emotion timeline of the one file given (windows of --segment_s, "
+                        "default 10 s) into this image (.png, .pdf, .svg)")
     args = parser.parse_args(argv)
     args.enroll = _parse_enroll(args.enroll)
     if args.backend == "torch":
@@ -201,6 +207,10 @@ def _parse_args(argv):
             raise UsageError(f"{args.model_dir} has no ONNX export (onnx/config.json); run mtlser-export --onnx")
         args.onnx_dir = onnx_dir
     args.files = find_audio(args.inputs)
+    if args.plot and len(args.files) != 1:
+        raise UsageError(f"--plot draws the timeline of one file; {len(args.files)} were given")
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        raise UsageError(f"--plot {args.plot}: no folder {os.path.dirname(os.path.abspath(args.plot))}")
     return args
 
 
@@ -253,6 +263,8 @@ def main(argv=None):
 
         model = OnnxMTLSER(args.onnx_dir, quantized=args.backend == "onnx-int8", threads=args.threads)
         min_duration_s = model.config["min_duration_s"]
+    if args.plot and args.segment_s is None:
+        args.segment_s = model.auto_segment_s
     if args.segment_s is not None and args.segment_s < min_duration_s:
         print(f"mtlser-infer: error: --segment_s must be at least {min_duration_s} s "
               "(the model's shortest input)", file=sys.stderr)
@@ -290,6 +302,12 @@ def main(argv=None):
     else:
         print(_table(results))
     answered = sum(1 for r in results if not r.get("error"))
+    if args.plot and answered:
+        from mtlser_lobes.plots import plot_timeline
+
+        plot_timeline(results[0], args.plot)
+        if not args.quiet:
+            print(f"timeline written to {args.plot}", file=sys.stderr)
     if not args.quiet:
         print(f"{answered} of {len(files)} file(s) answered", file=sys.stderr)
     return 0 if answered else 1

@@ -80,3 +80,20 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"total: {total} injected faults survived in {len(kinds)} kinds of check, nothing lost"
     )
+
+
+@pytest.fixture(scope="session")
+def small_experiment(tmp_path_factory, tiny_encoder, demo_release):
+    """A 2-epoch train.py run on the demo corpus with TensorBoard on, and its exported model.
+
+    Shared by the TensorBoard, timeline-plot and browser-demo tests (about 40 s on 2 cores).
+    """
+    from recipe_helpers import TINY_ENCODER_OVERRIDES, run_train
+
+    output = str(tmp_path_factory.mktemp("small_experiment") / "exp")
+    run_train([
+        "--wav2vec2_hub", tiny_encoder, "--data_folder", demo_release, "--output_folder", output,
+        "--alpha", "0.1", "--beta", "1.0", "--number_of_epochs", "2", "--use_tensorboard", "True",
+        *TINY_ENCODER_OVERRIDES,
+    ])
+    return {"folder": output, "model": os.path.join(output, "model"), "data": demo_release}

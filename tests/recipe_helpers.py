@@ -1,9 +1,12 @@
 """Running the recipe's train.py in tests, the way a user runs it."""
 
+import csv
 import os
 import subprocess
 import sys
 
+import numpy as np
+import soundfile
 import torch
 
 from conftest import RECIPE_DIR
@@ -77,3 +80,25 @@ def brain_outputs(experiment_folder, paths):
                 "text": "".join(tokenizer.decode_ndim(sequence)).strip(),
             })
     return outputs
+
+
+def experiment_rows(experiment, split="test"):
+    """The rows of an experiment's split CSV, with the wav paths resolved."""
+    with open(os.path.join(experiment["folder"], f"{split}.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [dict(row, wav=row["wav"].replace("$data_root", experiment["data"])) for row in rows]
+
+
+def conversation(experiment, path, seconds):
+    """Test-session turns in order (the two speakers alternate), with 0.3 s pauses, up to ``seconds``."""
+    pause = np.zeros(4800, dtype="float32")
+    pieces, total = [], 0
+    for row in experiment_rows(experiment):
+        audio, rate = soundfile.read(row["wav"], dtype="float32")
+        assert rate == 16000
+        pieces += [audio, pause]
+        total += len(audio) + len(pause)
+        if total >= seconds * 16000:
+            break
+    soundfile.write(path, np.concatenate(pieces[:-1]), 16000)
+    return path

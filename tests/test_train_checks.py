@@ -32,6 +32,7 @@ BAD_OPTIONS = {
     "ctc reduction": ({"ctc_loss_reduction": "sum"}, "--ctc_loss_reduction must be one of mean | frame"),
     "checkpoint average": ({"average_checkpoints": "0"}, "--average_checkpoints must be a whole number >= 1"),
     "warm-up": ({"alpha_warmup_epochs": "-2"}, "--alpha_warmup_epochs must be a whole number >= 0"),
+    "tensorboard switch": ({"use_tensorboard": "yes"}, "--use_tensorboard must be one of True | False, not 'yes'"),
 }
 
 

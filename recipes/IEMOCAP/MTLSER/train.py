@@ -22,6 +22,8 @@ Re-running the same command resumes from the last checkpoint. Test results go
 to ``<output_folder>/test_results.json`` and ``predictions.csv``, evaluated
 with the checkpoint of best validation UA, which is then exported to
 ``<output_folder>/model`` for ``mtlser-infer`` and ``MTLSER.from_hparams``.
+``--use_tensorboard True`` (with ``pip install -e ".[tensorboard]"``) logs what
+``train_log.txt`` gets to ``<output_folder>/tensorboard`` too.
 
 An output folder holds one experiment. Its identity (the absolute data folder
 and every top-level hyperparameter except those of ``RESUMABLE_KEYS``, plus the
@@ -46,6 +48,7 @@ Authors
 
 import csv
 import json
+import importlib.util
 import logging
 import math
 import os
@@ -94,8 +97,8 @@ RESUMABLE_KEYS = (
     # Where things are written; the data folder counts as its absolute path (data_folder).
     "output_folder", "save_folder", "train_log", "train_csv", "valid_csv", "test_csv",
     "test_results", "test_predictions", "model_folder", "wav2vec2_folder", "demo_data_folder",
-    # What is done besides training: preparation skipped, counts warned about, export.
-    "skip_prep", "check_counts", "export_inference_model",
+    # What is done besides training: preparation skipped, counts warned about, export, TensorBoard.
+    "skip_prep", "check_counts", "export_inference_model", "use_tensorboard", "tensorboard_logs_folder",
     # How it runs: loader processes, hardware, precision, checkpoint timing, progress display.
     "num_workers", "device", "precision", "eval_precision", "auto_mix_prec", "bfloat16_mix_prec",
     "ckpt_interval_minutes", "ckpt_interval_steps", "skip_nonfinite_grads", "nonfinite_patience",
@@ -127,6 +130,8 @@ class MTLBrain(sb.Brain):
     """
 
     emotion_class_weights = None
+    #: SpeechBrain's TensorboardLogger when ``use_tensorboard`` is on (set by ``main``).
+    tensorboard_logger = None
 
     @property
     def use_ctc(self):
@@ -333,20 +338,44 @@ class MTLBrain(sb.Brain):
                 old_lr_enc, new_lr_enc = self.hparams.lr_annealing_wav2vec2(stats["loss_emotion"])
                 sb.nnet.schedulers.update_learning_rate(self.wav2vec2_optimizer, new_lr_enc)
                 epoch_stats["lr_wav2vec2"] = old_lr_enc
-            self.hparams.train_logger.log_stats(
-                stats_meta=epoch_stats, train_stats=self.train_stats, valid_stats=stats
-            )
+            self._log_stats(epoch, stats_meta=epoch_stats, train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(
                 meta={"UA": stats["UA"], "WA": stats["WA"]}, max_keys=["UA"],
                 num_to_keep=max(1, self.hparams.average_checkpoints),
             )
         elif stage == sb.Stage.TEST:
-            self.hparams.train_logger.log_stats(
+            self._log_stats(
+                self.hparams.epoch_counter.current,
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stats,
             )
             if if_main_process():
                 self._write_test_results(stats)
+
+    def _log_stats(self, epoch, **stats):
+        """Logs a stage to ``train_log.txt`` and, with ``use_tensorboard``, to TensorBoard.
+
+        TensorBoard gets the same numbers (every loss term, WA/UA, CER/WER, the
+        learning rates, the learned task weights); the per-layer weights, which
+        the text log writes as one string, are left out. The step is the epoch:
+        SpeechBrain's TensorboardLogger counts its own steps from 1 in each
+        process, so they are set first, and a resumed run continues its curves.
+        """
+        self.hparams.train_logger.log_stats(**stats)
+        tensorboard = self.tensorboard_logger
+        if tensorboard is None:
+            return
+        numbers = {
+            key: {name: value for name, value in values.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            for key, values in stats.items() if values is not None
+        }
+        tensorboard.global_step["meta"] = epoch - 1
+        for stage in ("train", "valid", "test"):
+            tensorboard.global_step[stage] = {name: epoch - 1 for name in numbers.get(f"{stage}_stats", {})}
+        tensorboard.log_stats(**numbers)
+        if tensorboard.writer is not None:  # main process only
+            tensorboard.writer.flush()
 
     def _best_valid_ua(self):
         """Validation UA of the best checkpoint (what selected the tested model), or None."""
@@ -611,6 +640,7 @@ def check_options(values):
         "class_balanced_loss": (True, False),
         "augment": (True, False),
         "wav2vec2_time_masking": (True, False),
+        "use_tensorboard": (True, False),
     }
     for key, allowed in choices.items():
         if key in values and values[key] not in allowed:
@@ -630,7 +660,18 @@ def check_options(values):
         problems.append(f"--split_ratio must be three positive numbers (train, valid, test), not {ratio!r}")
     if not isinstance(values.get("data_folder"), str):
         problems.append(f"--data_folder must be a path, not {values.get('data_folder')!r}")
+    if values.get("use_tensorboard") is True and importlib.util.find_spec("tensorboard") is None:
+        problems.append("--use_tensorboard True needs TensorBoard: pip install mtlser[tensorboard] "
+                        "(from a clone: pip install -e \".[tensorboard]\")")
     return problems
+
+
+def tensorboard_logger(folder):
+    """SpeechBrain's TensorBoard logger writing into ``folder`` (on the main process)."""
+    from speechbrain.utils.train_logger import TensorboardLogger
+
+    logger.info(f"TensorBoard logs in {folder} (tensorboard --logdir {folder})")
+    return TensorboardLogger(folder)
 
 
 def unknown_options(hparams_file, overrides):
@@ -796,6 +837,8 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    if hparams["use_tensorboard"]:
+        brain.tensorboard_logger = tensorboard_logger(hparams["tensorboard_logs_folder"])
     brain.tokenizer = encoders["tokenizer"]
     brain.speaker_encoder = encoders["speaker"]
     if hparams["class_balanced_loss"]:
