@@ -396,7 +396,7 @@ def epoch(name, encoder_source, folder, turns, device, threads, max_batch_length
 
 
 # ---------------------------------------------------------------- inference
-INFERENCE_VARIANTS = ("fp32", "bf16", "int8")
+INFERENCE_VARIANTS = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
 
 
 def inference_case(name, variant, encoder_source, cache, one_file, many_files, repeats, device):
@@ -406,6 +406,8 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
 
     from mtlser_lobes.interface import MTLSER
 
+    if variant.startswith("onnx"):
+        return onnx_inference_case(name, variant, cache, one_file, many_files, repeats)
     precision = variant if variant in ("fp32", "bf16", "fp16") else "fp32"
     model = MTLSER.untrained(encoder_source, cache, run_opts={"device": device, "precision": precision})
     wav = model.load_audio(one_file)
@@ -414,6 +416,14 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
         with torch.no_grad():
             model.mods.wav2vec2(wav[None].to(device))
     flops = flop_counter.get_total_flops()
+    if variant == "export-onnx":  # the ONNX folder the onnx variants load, written in its own process
+        from mtlser_lobes.onnx_export import export_loaded_model
+
+        folder = os.path.join(cache, f"onnx_{name}")
+        export_loaded_model(model, folder, quantize=True)
+        with open(os.path.join(folder, "flops.json"), "w") as out:
+            json.dump({"encoder_flops": flops}, out)
+        return {}
     if variant == "int8":  # dynamic int8 linear layers (weights int8, activations quantised per call)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -424,6 +434,42 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
     def bare(wav):
         with torch.no_grad():
             encoder(wav[None].to(device))
+
+    measured = measure_inference(model, bare, wav, one_file, many_files, repeats, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as profiler:
+        model.predict_file(one_file)
+    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events)
+    top_ops = [{"op": e.key, "self_ms": getattr(e, key) / 1000, "share": getattr(e, key) / total}
+               for e in events[:5]]
+    return inference_row(name, variant, device, duration, flops, measured, top_ops)
+
+
+def onnx_inference_case(name, variant, cache, one_file, many_files, repeats):
+    """The ONNX export of the same model, run by ONNX Runtime (``mtlser_lobes.onnx_runtime``).
+
+    "Bare" is the graph (encoder and heads) on audio already in memory, without reading, checking
+    or decoding. No torch model is loaded in this process (the script itself imports torch).
+    """
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+    folder = os.path.join(cache, f"onnx_{name}")
+    with open(os.path.join(folder, "flops.json")) as fin:
+        flops = json.load(fin)["encoder_flops"]
+    model = OnnxMTLSER(folder, quantized=variant == "onnx-int8", threads=torch.get_num_threads())
+    wav = model.load_audio(one_file)
+
+    def bare(wav):
+        model.run(wav[None])
+
+    measured = measure_inference(model, bare, wav, one_file, many_files, repeats, "cpu")
+    return inference_row(name, variant, "cpu", wav.shape[0] / 16000, flops, measured, [])
+
+
+def measure_inference(model, bare, wav, one_file, many_files, repeats, device):
+    """Interface and bare timings (interleaved), throughput on many files, peak memory, answers."""
 
     def timed(function, *args):
         synchronize(device)
@@ -458,34 +504,34 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
     reset_peak_memory(device)
     model.predict_files(many_files)
     interface_memory = peak_memory_mib(device)
+    return {
+        "interface_times": interface_times, "bare_times": bare_times, "many_interface": many_interface,
+        "many_bare": many_bare, "files": len(many_files), "audio_s": audio_s, "bare_memory": bare_memory,
+        "interface_memory": interface_memory, "predictions": predictions,
+    }
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with profile(activities=activities) as profiler:
-        model.predict_file(one_file)
-    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
-    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, key), reverse=True)
-    total = sum(getattr(e, key) for e in events)
-    top_ops = [{"op": e.key, "self_ms": getattr(e, key) / 1000, "share": getattr(e, key) / total}
-               for e in events[:5]]
 
-    rtf = statistics.median(interface_times) / duration
-    bare_rtf = statistics.median(bare_times) / duration
+def inference_row(name, variant, device, duration, flops, measured, top_ops):
+    """One row of the inference table from :func:`measure_inference`'s figures."""
+    bare_memory, interface_memory = measured["bare_memory"], measured["interface_memory"]
+    audio_s = measured["audio_s"]
     return {
         "encoder": name, "variant": variant, "device": device, "one_file_s": duration,
-        "rtf_interface": rtf, "rtf_bare_encoder": bare_rtf,
-        "files": len(many_files), "files_audio_s": audio_s,
-        "throughput_interface_audio_s_per_s": audio_s / min(many_interface),
-        "throughput_bare_encoder_audio_s_per_s": audio_s / min(many_bare),
-        "throughput_ratio": min(many_bare) / min(many_interface),
+        "rtf_interface": statistics.median(measured["interface_times"]) / duration,
+        "rtf_bare_encoder": statistics.median(measured["bare_times"]) / duration,
+        "files": measured["files"], "files_audio_s": audio_s,
+        "throughput_interface_audio_s_per_s": audio_s / min(measured["many_interface"]),
+        "throughput_bare_encoder_audio_s_per_s": audio_s / min(measured["many_bare"]),
+        "throughput_ratio": min(measured["many_bare"]) / min(measured["many_interface"]),
         "encoder_gflop_per_audio_s": flops / duration / 1e9,
-        "bare_encoder_gflop_per_s": flops / statistics.median(bare_times) / 1e9,
+        "bare_encoder_gflop_per_s": flops / statistics.median(measured["bare_times"]) / 1e9,
         "peak_rss_bare_mib": bare_memory["peak_rss_mib"], "peak_rss_interface_mib": interface_memory["peak_rss_mib"],
         **({"max_allocated_bare_mib": bare_memory["max_allocated_mib"],
             "max_allocated_interface_mib": interface_memory["max_allocated_mib"]} if "max_allocated_mib" in bare_memory
            else {}),
         "top_ops": top_ops,
         "predictions": [{"emotion": p.emotion, "probabilities": p.probabilities, "text": p.text}
-                        for p in predictions],
+                        for p in measured["predictions"]],
     }
 
 
@@ -530,9 +576,12 @@ def inference(name, encoder_source, folder, variants, n_files, repeats, device, 
         soundfile.write(many_files[-1], audio, 16000)
     rows = []
     for variant in variants:
-        if variant == "int8" and device.type != "cpu":
-            continue  # dynamic quantisation kernels are CPU-only
+        if variant in ("int8", "onnx", "onnx-int8") and device.type != "cpu":
+            continue  # dynamic quantisation kernels, and the ONNX rows, are CPU-only
         progress(f"{name}: inference, {variant}")
+        if variant.startswith("onnx") and not any(r["variant"].startswith("onnx") for r in rows):
+            isolated(threads, inference_case, name, "export-onnx", encoder_source, os.path.join(folder, "cache"),
+                     one_file, many_files, repeats, str(device))
         rows.append(isolated(threads, inference_case, name, variant, encoder_source, os.path.join(folder, "cache"),
                              one_file, many_files, repeats, str(device)))
     prediction_change(rows)
@@ -581,7 +630,8 @@ def print_tables(results):
                  if change else "- | - |"))
     for row in results["inference"]:
         ops = ", ".join(f"{op['op']} {100 * op['share']:.0f} %" for op in row["top_ops"][:3])
-        print(f"top ops, {row['encoder']} {row['variant']}: {ops}")
+        if ops:  # torch's profiler does not see ONNX Runtime's kernels
+            print(f"top ops, {row['encoder']} {row['variant']}: {ops}")
 
 
 def main(argv=None):

@@ -32,7 +32,7 @@ import torch
 from mtlser_lobes.heads import frame_mask
 from mtlser_lobes.helpers import write_text_atomically
 
-__all__ = ["InferenceGraph", "export_onnx", "OUTPUT_NAMES"]
+__all__ = ["InferenceGraph", "export_onnx", "export_loaded_model", "OUTPUT_NAMES"]
 
 #: Names of the graph's outputs, in order.
 OUTPUT_NAMES = ["emotion_probs", "ctc_log_probs", "frame_counts", "speaker_embedding", "speaker_scores"]
@@ -175,13 +175,18 @@ def export_onnx(model_folder, onnx_folder=None, quantize=True, tolerance=1e-4, s
     ValueError
         When the exported graph does not reproduce the PyTorch outputs.
     """
-    import onnxruntime
-
     from mtlser_lobes.interface import MTLSER
 
     model_folder = os.path.abspath(model_folder)
-    onnx_folder = os.path.abspath(onnx_folder or os.path.join(model_folder, "onnx"))
     model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu"})
+    return export_loaded_model(model, onnx_folder or os.path.join(model_folder, "onnx"), quantize, tolerance, seed)
+
+
+def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=0):
+    """:func:`export_onnx` for a model already loaded (an fp32 ``MTLSER`` on the CPU)."""
+    import onnxruntime
+
+    onnx_folder = os.path.abspath(onnx_folder)
     graph = InferenceGraph(model.mods).eval()
     generator = torch.Generator().manual_seed(seed)
     example = (0.1 * torch.randn(2, model.sample_rate * 2, generator=generator), torch.tensor([1.0, 0.7]))
