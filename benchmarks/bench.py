@@ -16,7 +16,9 @@ Measured in the same run, on the same batches:
   CPU a subset of the 5,531 turns is run (``--epoch_turns``) and the full epoch is projected.
 - ``inference``: the real-time factor of ``MTLSER.predict_file`` on one 3 s file and the throughput
   of ``predict_files`` on many, each against the bare encoder forward on the same audio, for fp32,
-  bf16 and dynamic int8, with the change of the predictions against fp32 and the top ops.
+  bf16 and dynamic int8, with the change of the predictions against fp32 and the top ops; and the
+  same model exported to ONNX (``mtlser_lobes.onnx_export``) run by ONNX Runtime through
+  ``OnnxMTLSER``, fp32 and int8 (``onnx``, ``onnx-int8``), against the bare graph on the same audio.
 
 Every epoch and inference case runs in a fresh process and reports the peak RSS of its measured
 phase (and on GPU the maximum allocated memory).
