@@ -204,3 +204,25 @@ def test_onnx_cli_refuses_a_folder_without_an_onnx_export(trained_experiment, te
     result = _cli("cli", [trained_experiment["model"], test_wavs[0], "--backend", "onnx"])
     assert result.returncode == 2
     assert "mtlser-export --onnx" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
+    """A transformer CTC block exports (checked against torch by the export); an LSTM block is refused."""
+    from mtlser_lobes.heads import CTCHead
+    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.onnx_export import export_loaded_model
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"))
+    hidden = model.mods.wav2vec2.model.config.hidden_size
+    model.mods.ctc_head = CTCHead(hidden, 29, block="transformer", block_size=32).eval()
+    check = export_loaded_model(model, str(tmp_path / "onnx"), quantize=False)
+    assert max(check["max_difference"].values()) <= 1e-4
+    wav = (0.1 * np.sin(np.arange(24000) / 7.0)).astype("float32")
+    soundfile.write(str(tmp_path / "a.wav"), wav, 16000)
+    assert OnnxMTLSER(str(tmp_path / "onnx")).predict_file(str(tmp_path / "a.wav")).emotion in EMOTIONS
+
+    model.mods.ctc_head = CTCHead(hidden, 29, block="lstm", block_size=32).eval()
+    with pytest.raises(ValueError, match="ctc_block: lstm"):
+        export_loaded_model(model, str(tmp_path / "onnx_lstm"), quantize=False)
+    assert not os.path.exists(tmp_path / "onnx_lstm")
