@@ -34,7 +34,7 @@ from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
-from mtlser_lobes.predictions import Prediction, Segment, Timeline
+from mtlser_lobes.predictions import Prediction, Segment, Timeline, overall_answer, stream_windows
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
 logger = get_logger(__name__)
@@ -464,14 +464,10 @@ class MTLSER(Pretrained):
         return float(self.auto_segment_s)
 
     def _predict_long(self, path, segment_s, batch_size):
-        """Streams a file window by window: (timeline, overall)."""
+        """Streams a file window by window into a :class:`Timeline`."""
         if segment_s < self.hparams.min_duration_s:
             raise ValueError(f"segment_s must be at least {self.hparams.min_duration_s} s, not {segment_s}")
         _check_is_file(path)
-        try:
-            sound = soundfile.SoundFile(path)
-        except DECODE_ERRORS as error:
-            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
         segments, embeddings, pending = [], [], []
 
         def flush():
@@ -483,58 +479,27 @@ class MTLSER(Pretrained):
             for segment, answer, output in zip(segment_list, answers, outputs):
                 for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
                     setattr(segment, key, getattr(answer, key))
-                embeddings.append((segment.end_s - segment.start_s, output["embedding"].cpu()))
+                embeddings.append(output["embedding"].float().cpu().numpy())
             pending.clear()
 
-        with sound:
-            rate, block = sound.samplerate, max(1, int(round(segment_s * sound.samplerate)))
-            if rate != self.sample_rate or sound.channels != 1:
-                logger.info(f"{path}: {self._describe(rate, sound.channels)}: resampled to "
+        for segment, audio, rate in stream_windows(path, segment_s, DECODE_ERRORS, AudioError):
+            if not segments and (rate != self.sample_rate or audio.shape[1] != 1):
+                logger.info(f"{path}: {self._describe(rate, audio.shape[1])}: resampled to "
                             f"{self.sample_rate} Hz mono, window by window")
-            start = 0
-            while True:
-                try:
-                    audio = sound.read(block, dtype="float32", always_2d=True)
-                except DECODE_ERRORS as error:
-                    raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
-                if audio.shape[0] == 0:
-                    break
-                segment = Segment(source=path, start_s=round(start / rate, 3),
-                                  end_s=round((start + audio.shape[0]) / rate, 3))
-                segment.duration_s = round(segment.end_s - segment.start_s, 3)
-                start += audio.shape[0]
-                segments.append(segment)
-                try:
-                    wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
-                except AudioError as error:
-                    segment.error = str(error)
-                    continue
-                if pending and pending[0][1].shape[0] != wav.shape[0]:
-                    flush()
-                pending.append((segment, wav))
-                if len(pending) >= batch_size:
-                    flush()
-            flush()
-
-        answered = [s for s in segments if s.error is None]
-        if not answered:
-            reason = segments[0].error if segments else f"{path}: is empty (0 samples)"
-            raise AudioError(f"{path}: no window could be answered ({reason})")
-        weights = torch.tensor([s.end_s - s.start_s for s in answered])
-        probabilities = torch.tensor([[s.probabilities[c] for c in self.emotion_classes] for s in answered])
-        mean = (weights[:, None] * probabilities).sum(dim=0) / weights.sum()
-        mean_embedding = sum(w * e for w, e in embeddings) / sum(w for w, _ in embeddings)  # (dim,)
-        speaker, score = self.identify(mean_embedding[None])
-        overall = Prediction(
-            source=path,
-            duration_s=round(start / rate, 3),
-            emotion=self.emotion_classes[int(mean.argmax())],
-            probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, mean)},
-            text=" ".join(s.text for s in answered if s.text),
-            speaker=speaker[0],
-            speaker_score=score[0],
-        )
-        return Timeline(overall=overall, segments=segments)
+            segments.append(segment)
+            try:
+                wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
+            except AudioError as error:
+                segment.error = str(error)
+                continue
+            if pending and pending[0][1].shape[0] != wav.shape[0]:
+                flush()
+            pending.append((segment, wav))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return overall_answer(path, segments, embeddings, self.emotion_classes,
+                              lambda embedding: self.identify(torch.from_numpy(embedding)), AudioError)
 
     # --------------------------------------------------------------- speakers
     @property

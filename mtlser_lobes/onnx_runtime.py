@@ -27,7 +27,7 @@ import numpy as np
 import soundfile
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
-from mtlser_lobes.predictions import Prediction, Segment, Timeline
+from mtlser_lobes.predictions import Prediction, overall_answer, stream_windows
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
 
@@ -251,10 +251,6 @@ class OnnxMTLSER:
         if segment_s < self.config["min_duration_s"]:
             raise ValueError(f"segment_s must be at least {self.config['min_duration_s']} s, not {segment_s}")
         _check_is_file(path)
-        try:
-            sound = soundfile.SoundFile(path)
-        except DECODE_ERRORS as error:
-            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
         segments, pending, embeddings = [], [], []
 
         def flush():
@@ -264,50 +260,22 @@ class OnnxMTLSER:
             for segment, answer, (_, _, embedding) in zip(windows, answers, encoded):
                 for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
                     setattr(segment, key, getattr(answer, key))
-                embeddings.append((segment.end_s - segment.start_s, embedding))
+                embeddings.append(embedding)
             pending.clear()
 
-        with sound:
-            rate, start = sound.samplerate, 0
-            block = max(1, int(round(segment_s * rate)))
-            while True:
-                try:
-                    audio = sound.read(block, dtype="float32", always_2d=True)
-                except DECODE_ERRORS as error:
-                    raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
-                if audio.shape[0] == 0:
-                    break
-                segment = Segment(source=path, start_s=round(start / rate, 3),
-                                  end_s=round((start + audio.shape[0]) / rate, 3))
-                segment.duration_s = round(segment.end_s - segment.start_s, 3)
-                start += audio.shape[0]
-                segments.append(segment)
-                try:
-                    wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
-                except AudioError as error:
-                    segment.error = str(error)
-                    continue
-                pending.append((segment, wav))
-                if len(pending) >= batch_size:
-                    flush()
-            if pending:
+        for segment, audio, rate in stream_windows(path, segment_s, DECODE_ERRORS, AudioError):
+            segments.append(segment)
+            try:
+                wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
+            except AudioError as error:
+                segment.error = str(error)
+                continue
+            pending.append((segment, wav))
+            if len(pending) >= batch_size:
                 flush()
-        answered = [s for s in segments if s.error is None]
-        if not answered:
-            reason = segments[0].error if segments else f"{path}: is empty (0 samples)"
-            raise AudioError(f"{path}: no window could be answered ({reason})")
-        weights = np.array([s.end_s - s.start_s for s in answered])
-        probabilities = np.array([[s.probabilities[c] for c in self.emotion_classes] for s in answered])
-        mean = (weights[:, None] * probabilities).sum(axis=0) / weights.sum()
-        mean_embedding = sum(w * e for w, e in embeddings) / sum(w for w, _ in embeddings)
-        speaker, score = self.identify(mean_embedding[None])
-        overall = Prediction(
-            source=path, duration_s=round(start / rate, 3),
-            emotion=self.emotion_classes[int(mean.argmax())],
-            probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, mean)},
-            text=" ".join(s.text for s in answered if s.text), speaker=speaker[0], speaker_score=score[0],
-        )
-        return Timeline(overall=overall, segments=segments)
+        if pending:
+            flush()
+        return overall_answer(path, segments, embeddings, self.emotion_classes, self.identify, AudioError)
 
     # --------------------------------------------------------------- speakers
     @property

@@ -14,7 +14,7 @@ Example
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Prediction", "Segment", "Timeline"]
+__all__ = ["Prediction", "Segment", "Timeline", "stream_windows", "overall_answer"]
 
 
 @dataclass
@@ -72,3 +72,116 @@ class Timeline:
     def to_dict(self):
         """A JSON-ready dict."""
         return {"overall": self.overall.to_dict(), "segments": [s.to_dict() for s in self.segments]}
+
+
+def stream_windows(path, segment_s, decode_errors, error_type):
+    """Reads an audio file window by window, without decoding it whole.
+
+    Arguments
+    ---------
+    path : str
+        The audio file (any format soundfile reads).
+    segment_s : float
+        Window length in seconds (the last window may be shorter).
+    decode_errors : tuple of exception types
+        What soundfile raises for undecodable input.
+    error_type : type
+        The exception raised instead (the interfaces' ``AudioError``).
+
+    Yields
+    ------
+    (Segment, numpy.ndarray, int)
+        The window's (empty) answer with its time span, its samples
+        (time, channels) as float32, and the file's sample rate.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> import numpy as np, soundfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(path, np.zeros(25000, dtype="float32"), 10000)
+    >>> [(s.start_s, s.end_s, a.shape) for s, a, _ in stream_windows(path, 1.0, (RuntimeError,), ValueError)]
+    [(0.0, 1.0, (10000, 1)), (1.0, 2.0, (10000, 1)), (2.0, 2.5, (5000, 1))]
+    """
+    import soundfile
+
+    try:
+        sound = soundfile.SoundFile(path)
+    except decode_errors as error:
+        raise error_type(f"{path}: cannot be decoded as audio ({error})") from error
+    with sound:
+        rate, start = sound.samplerate, 0
+        block = max(1, int(round(segment_s * rate)))
+        while True:
+            try:
+                audio = sound.read(block, dtype="float32", always_2d=True)
+            except decode_errors as error:
+                raise error_type(f"{path}: cannot be decoded as audio ({error})") from error
+            if audio.shape[0] == 0:
+                return
+            segment = Segment(source=path, start_s=round(start / rate, 3),
+                              end_s=round((start + audio.shape[0]) / rate, 3))
+            segment.duration_s = round(segment.end_s - segment.start_s, 3)
+            start += audio.shape[0]
+            yield segment, audio, rate
+
+
+def overall_answer(path, segments, embeddings, emotion_classes, identify, error_type):
+    """The answer for a whole recording from its windows' answers.
+
+    Emotion probabilities are averaged weighted by window duration, the
+    transcripts joined, and the speaker identified from the duration-weighted
+    mean of the windows' speaker embeddings; windows with an error are left out.
+
+    Arguments
+    ---------
+    path : str
+        The recording.
+    segments : list of Segment
+        Every window, answered or with its ``error``.
+    embeddings : list of numpy.ndarray
+        The speaker embedding of each answered window, in order.
+    emotion_classes : list of str
+    identify : callable
+        ``identify(embeddings (1, dim))`` -> (labels, scores), the interface's.
+    error_type : type
+        Raised (the interfaces' ``AudioError``) when no window was answered.
+
+    Returns
+    -------
+    Timeline
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> windows = [Segment(start_s=0.0, end_s=2.0, emotion="ang", probabilities={"ang": 0.9, "neu": 0.1},
+    ...                    text="hi"),
+    ...            Segment(start_s=2.0, end_s=3.0, emotion="neu", probabilities={"ang": 0.3, "neu": 0.7},
+    ...                    text="there")]
+    >>> timeline = overall_answer("a.wav", windows, [np.ones(2), np.ones(2)], ["ang", "neu"],
+    ...                           lambda e: (["anna"], [0.9]), ValueError)
+    >>> timeline.emotion, timeline.probabilities, timeline.text, timeline.duration_s
+    ('ang', {'ang': 0.7, 'neu': 0.3}, 'hi there', 3.0)
+    """
+    import numpy as np
+
+    answered = [s for s in segments if s.error is None]
+    if not answered:
+        reason = segments[0].error if segments else f"{path}: is empty (0 samples)"
+        raise error_type(f"{path}: no window could be answered ({reason})")
+    weights = np.array([s.end_s - s.start_s for s in answered])
+    probabilities = np.array([[s.probabilities[c] for c in emotion_classes] for s in answered])
+    mean = (weights[:, None] * probabilities).sum(axis=0) / weights.sum()
+    mean_embedding = (weights[:, None] * np.stack([np.asarray(e, dtype=np.float32) for e in embeddings])).sum(
+        axis=0) / weights.sum()
+    speaker, score = identify(mean_embedding[None].astype(np.float32))
+    overall = Prediction(
+        source=path,
+        duration_s=segments[-1].end_s if segments else 0.0,
+        emotion=emotion_classes[int(mean.argmax())],
+        probabilities={c: round(float(p), 6) for c, p in zip(emotion_classes, mean)},
+        text=" ".join(s.text for s in answered if s.text),
+        speaker=speaker[0],
+        speaker_score=score[0],
+    )
+    return Timeline(overall=overall, segments=segments)
