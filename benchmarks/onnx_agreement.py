@@ -69,7 +69,7 @@ def main(argv=None):
                         "cpus": os.cpu_count()},
         "experiment": args.experiment,
     }
-    print(f"| model | turns | emotion unchanged | max prob. change | mean prob. change | transcript char edits | "
+    print("| model | turns | emotion unchanged | max prob. change | mean prob. change | transcript char edits | "
           "speaker unchanged |\n|---|---:|---:|---:|---:|---:|---:|")
     for name, quantized in (("onnx fp32", False), ("onnx int8", True)):
         answers = OnnxMTLSER(model_folder, quantized=quantized).predict_files(paths)

@@ -39,7 +39,7 @@ from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import EER
 
 from mtlser_lobes.checkpoints import average_best_checkpoints
-from mtlser_lobes.helpers import prepared_rows, training_directory
+from mtlser_lobes.helpers import prepared_rows, publish_folder, training_directory
 from mtlser_lobes.speakers import SpeakerGallery, centroid
 from mtlser_lobes.text import ctc_label_encoder
 
@@ -405,15 +405,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
         with open(os.path.join(staging, "model_card.md"), "w", encoding="utf-8") as fout:
             fout.write(card)
 
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        for name in os.listdir(staging):
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
-        # Replace the old folder only once the new one is complete.
-        if os.path.isdir(model_folder):
-            shutil.rmtree(model_folder)
-        os.replace(staging, model_folder)
+        publish_folder(staging, model_folder)  # the old folder goes only once the new one is complete
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -224,3 +224,32 @@ def training_directory(experiment_folder, output_folder):
     if experiment.endswith(os.sep + relative):
         return experiment[: -len(relative) - 1]
     return os.getcwd()
+
+
+def publish_folder(staging, folder):
+    """Replaces ``folder`` by the complete ``staging`` folder, with the usual permissions.
+
+    ``staging`` (made by ``tempfile.mkdtemp`` beside ``folder``, so private) gets
+    the permissions the umask gives new folders and files, then takes the place
+    of ``folder``: a reader sees the old folder or the new one, never a mix.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> parent = tempfile.mkdtemp()
+    >>> staging = tempfile.mkdtemp(dir=parent)
+    >>> _ = open(os.path.join(staging, "a.txt"), "w").write("new")
+    >>> publish_folder(staging, os.path.join(parent, "model"))
+    >>> os.listdir(parent), open(os.path.join(parent, "model", "a.txt")).read()
+    (['model'], 'new')
+    """
+    import shutil
+
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    for name in os.listdir(staging):
+        os.chmod(os.path.join(staging, name), 0o666 & ~umask)
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.replace(staging, folder)

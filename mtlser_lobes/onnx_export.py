@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mtlser_lobes.heads import frame_mask
-from mtlser_lobes.helpers import write_text_atomically
+from mtlser_lobes.helpers import publish_folder, write_text_atomically
 
 __all__ = ["InferenceGraph", "export_onnx", "export_loaded_model", "OUTPUT_NAMES"]
 
@@ -219,14 +219,7 @@ def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=
             quantize_dynamic(path, os.path.join(staging, "model.int8.onnx"), weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm"])
         write_text_atomically(os.path.join(staging, "config.json"), json.dumps(_config(model), indent=1) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        for name in os.listdir(staging):
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
-        if os.path.isdir(onnx_folder):
-            shutil.rmtree(onnx_folder)
-        os.replace(staging, onnx_folder)
+        publish_folder(staging, onnx_folder)  # the old folder goes only once the new one is complete
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

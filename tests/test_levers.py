@@ -1,6 +1,5 @@
 """The switches against negative transfer (hparams/mtl.yaml), each on the real MTLBrain or head."""
 
-import os
 
 import pytest
 import speechbrain as sb
