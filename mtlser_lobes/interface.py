@@ -34,7 +34,7 @@ from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
-from mtlser_lobes.predictions import Prediction, Segment, Timeline, overall_answer, stream_windows
+from mtlser_lobes.predictions import Prediction, Segment, Timeline, answer_files, overall_answer, stream_windows
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
 logger = get_logger(__name__)
@@ -414,33 +414,16 @@ class MTLSER(Pretrained):
         ``auto_segment_after_s`` is streamed alone and answered by a
         :class:`Timeline` (see :meth:`predict_file`).
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        results = []
-        for start in range(0, len(paths), batch_size):
-            chunk = [str(p) for p in paths[start : start + batch_size]]
-            wavs, names, slots = [], [], []
-            for path in chunk:
-                try:
-                    segment_s = self._automatic_segment_s(path)
-                    if segment_s is not None:
-                        results.append(self._predict_long(path, segment_s, batch_size))
-                        continue
-                    wavs.append(self.load_audio(path))
-                    names.append(path)
-                    slots.append(len(results))
-                    results.append(None)
-                except AudioError as error:
-                    results.append(Prediction(source=path, error=str(error)))
-            if wavs:
-                longest = max(w.shape[0] for w in wavs)
-                batch = torch.zeros(len(wavs), longest)
-                for i, wav in enumerate(wavs):
-                    batch[i, : wav.shape[0]] = wav
-                lens = torch.tensor([w.shape[0] / longest for w in wavs])
-                for slot, prediction in zip(slots, self._predict_checked(batch, lens, names)):
-                    results[slot] = prediction
-        return results
+        return answer_files(self, paths, batch_size, self._answer_loaded, AudioError)
+
+    def _answer_loaded(self, wavs, names):
+        """Waveforms (time,) of several files -> their predictions, as one padded batch."""
+        longest = max(w.shape[0] for w in wavs)
+        batch = torch.zeros(len(wavs), longest)
+        for i, wav in enumerate(wavs):
+            batch[i, : wav.shape[0]] = wav
+        lens = torch.tensor([w.shape[0] / longest for w in wavs])
+        return self._predict_checked(batch, lens, names)
 
     def _automatic_segment_s(self, path):
         """``auto_segment_s`` when the file is longer than ``auto_segment_after_s``, else None.

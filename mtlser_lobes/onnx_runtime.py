@@ -27,7 +27,7 @@ import numpy as np
 import soundfile
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
-from mtlser_lobes.predictions import Prediction, overall_answer, stream_windows
+from mtlser_lobes.predictions import Prediction, answer_files, overall_answer, stream_windows
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
 
@@ -214,27 +214,11 @@ class OnnxMTLSER:
 
     def predict_files(self, paths, batch_size=1):
         """Answers many files; a file that fails gets its ``error`` set instead of raising."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        results = []
-        for start in range(0, len(paths), batch_size):
-            wavs, names, slots = [], [], []
-            for path in [str(p) for p in paths[start : start + batch_size]]:
-                try:
-                    segment_s = self._automatic_segment_s(path)
-                    if segment_s is not None:
-                        results.append(self._predict_long(path, segment_s, batch_size))
-                        continue
-                    wavs.append(self.load_audio(path))
-                    names.append(path)
-                    slots.append(len(results))
-                    results.append(None)
-                except AudioError as error:
-                    results.append(Prediction(source=path, error=str(error)))
-            answers = self._answer(self._encode(wavs), names, [len(w) / self.sample_rate for w in wavs])
-            for slot, answer in zip(slots, answers):
-                results[slot] = answer
-        return results
+        return answer_files(self, paths, batch_size, self._answer_loaded, AudioError)
+
+    def _answer_loaded(self, wavs, names):
+        """Waveforms (time,) of several files -> their predictions."""
+        return self._answer(self._encode(wavs), names, [len(w) / self.sample_rate for w in wavs])
 
     def _automatic_segment_s(self, path):
         if self.auto_segment_after_s is None or not os.path.isfile(path):

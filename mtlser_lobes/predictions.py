@@ -14,7 +14,7 @@ Example
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Prediction", "Segment", "Timeline", "stream_windows", "overall_answer"]
+__all__ = ["Prediction", "Segment", "Timeline", "answer_files", "stream_windows", "overall_answer"]
 
 
 @dataclass
@@ -185,3 +185,50 @@ def overall_answer(path, segments, embeddings, emotion_classes, identify, error_
         speaker_score=score[0],
     )
     return Timeline(overall=overall, segments=segments)
+
+
+def answer_files(model, paths, batch_size, answer_loaded, error_type):
+    """Answers many files ``batch_size`` at a time; a file that fails gets its ``error`` set.
+
+    The loop both interfaces share: a file longer than the model's
+    ``auto_segment_after_s`` is streamed alone into a :class:`Timeline`
+    (``model._predict_long``); the others are read (``model.load_audio``) and
+    answered together by ``answer_loaded(waveforms, names)``.
+
+    Arguments
+    ---------
+    model : MTLSER or OnnxMTLSER
+        Gives ``_automatic_segment_s``, ``_predict_long`` and ``load_audio``.
+    paths : list of str
+    batch_size : int
+    answer_loaded : callable
+        ``(list of (time,) waveforms, list of names) -> list of Prediction``.
+    error_type : type
+        The interface's ``AudioError``: caught per file.
+
+    Returns
+    -------
+    list
+        One :class:`Prediction` or :class:`Timeline` per path, in order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    results = []
+    for start in range(0, len(paths), batch_size):
+        wavs, names, slots = [], [], []
+        for path in [str(p) for p in paths[start : start + batch_size]]:
+            try:
+                segment_s = model._automatic_segment_s(path)
+                if segment_s is not None:
+                    results.append(model._predict_long(path, segment_s, batch_size))
+                    continue
+                wavs.append(model.load_audio(path))
+                names.append(path)
+                slots.append(len(results))
+                results.append(None)
+            except error_type as error:
+                results.append(Prediction(source=path, error=str(error)))
+        if wavs:
+            for slot, answer in zip(slots, answer_loaded(wavs, names)):
+                results[slot] = answer
+    return results
