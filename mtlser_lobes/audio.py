@@ -23,6 +23,36 @@ class AudioError(ValueError):
     """An audio file or waveform that cannot be used; the message says why."""
 
 
+def read_audio_file(path):
+    """Decodes a whole audio file: ((time, channels) float32, sample rate).
+
+    Raises :class:`AudioError` naming the file when it is a folder, missing or
+    undecodable (what both inference interfaces report).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> try:
+    ...     read_audio_file(tempfile.mkdtemp())
+    ... except AudioError as error:
+    ...     print(str(error).endswith("is a folder, not an audio file"))
+    True
+    """
+    check_is_file(path)
+    try:
+        return soundfile.read(path, dtype="float32", always_2d=True)
+    except DECODE_ERRORS as error:
+        raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+
+
+def check_is_file(path):
+    """Raises :class:`AudioError` unless ``path`` is an existing file."""
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
+
+
 def waveform_problem(audio, sample_rate, min_duration_s, silence_peak):
     """Why a waveform cannot be used, or None.
 

@@ -32,7 +32,7 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
-from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
+from mtlser_lobes.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
 from mtlser_lobes.predictions import Prediction, Segment, Timeline, answer_files, overall_answer, stream_windows
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
@@ -40,13 +40,6 @@ from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 logger = get_logger(__name__)
 
 __all__ = ["MTLSER", "AudioError", "Prediction", "Segment", "Timeline"]
-
-def _check_is_file(path):
-    """Raises :class:`AudioError` unless ``path`` is an existing file."""
-    if os.path.isdir(path):
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if not os.path.isfile(path):
-        raise AudioError(f"{path}: no such file")
 
 
 class MTLSER(Pretrained):
@@ -262,11 +255,7 @@ class MTLSER(Pretrained):
         Raises :class:`AudioError` if it is missing, undecodable or unusable.
         """
         path = str(path)
-        _check_is_file(path)
-        try:
-            audio, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-        except DECODE_ERRORS as error:
-            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+        audio, sample_rate = read_audio_file(path)
         return self._to_model_audio(audio, sample_rate, path)
 
     # ---------------------------------------------------------------- forward
@@ -450,7 +439,7 @@ class MTLSER(Pretrained):
         """Streams a file window by window into a :class:`Timeline`."""
         if segment_s < self.hparams.min_duration_s:
             raise ValueError(f"segment_s must be at least {self.hparams.min_duration_s} s, not {segment_s}")
-        _check_is_file(path)
+        check_is_file(path)
         segments, embeddings, pending = [], [], []
 
         def flush():

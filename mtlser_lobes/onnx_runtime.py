@@ -26,7 +26,7 @@ from fractions import Fraction
 import numpy as np
 import soundfile
 
-from mtlser_lobes.audio import DECODE_ERRORS, AudioError, waveform_problem
+from mtlser_lobes.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
 from mtlser_lobes.predictions import Prediction, answer_files, overall_answer, stream_windows
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
@@ -54,13 +54,6 @@ def ctc_greedy_text(log_probs, tokens, blank_index=0):
 def _unit(vectors):
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
-
-
-def _check_is_file(path):
-    if os.path.isdir(path):
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if not os.path.isfile(path):
-        raise AudioError(f"{path}: no such file")
 
 
 class OnnxMTLSER:
@@ -145,11 +138,7 @@ class OnnxMTLSER:
     def load_audio(self, path):
         """Reads a file, checks it and returns (time,) float32 at the model's rate, mono."""
         path = str(path)
-        _check_is_file(path)
-        try:
-            audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        except DECODE_ERRORS as error:
-            raise AudioError(f"{path}: cannot be decoded as audio ({error})") from error
+        audio, rate = read_audio_file(path)
         return self._to_model_audio(audio, rate, path)
 
     # ---------------------------------------------------------------- forward
@@ -234,7 +223,7 @@ class OnnxMTLSER:
         """Streams a file window by window into a :class:`Timeline`."""
         if segment_s < self.config["min_duration_s"]:
             raise ValueError(f"segment_s must be at least {self.config['min_duration_s']} s, not {segment_s}")
-        _check_is_file(path)
+        check_is_file(path)
         segments, pending, embeddings = [], [], []
 
         def flush():
