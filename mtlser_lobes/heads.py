@@ -28,7 +28,7 @@ torch.Size([2, 4])
 import torch
 
 __all__ = [
-    "LayerSelection", "MaskedPooling", "EmotionHead", "CTCHead", "SpeakerHead",
+    "LayerSelection", "MaskedPooling", "EmotionHead", "CTCHead", "PooledBatchNorm", "SpeakerHead",
     "UncertaintyWeighting", "frame_mask", "layer_count",
 ]
 
@@ -293,10 +293,41 @@ class CTCHead(torch.nn.Module):
         return torch.log_softmax(self.linear(x), dim=-1)
 
 
+class PooledBatchNorm(torch.nn.BatchNorm1d):
+    """Batch normalisation of pooled utterance statistics, safe for a batch of one.
+
+    x-vector and ECAPA-TDNN speaker models normalise their pooled statistics
+    this way; without it, the per-utterance differences that tell speakers
+    apart are small beside the statistics' common offset, and a linear layer
+    learns them slowly. In training, a batch of one utterance (the last batch
+    of an epoch can be one) is normalised with the running statistics instead
+    of failing.
+
+    Example
+    -------
+    >>> norm = PooledBatchNorm(3)
+    >>> norm(torch.randn(1, 3)).shape
+    torch.Size([1, 3])
+    """
+
+    def forward(self, x):
+        """(batch, features) -> (batch, features)."""
+        if self.training and x.shape[0] == 1:
+            return torch.nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+#: Normalisations of the speaker head's pooled statistics (``stats_norm``).
+STATS_NORMS = ("none", "batch")
+
+
 class SpeakerHead(torch.nn.Module):
     """Utterance-level speaker classifier with an embedding layer.
 
-    Mean and standard deviation pooling, a linear embedding layer, then a
+    Mean and standard deviation pooling, optionally batch-normalised
+    (``stats_norm="batch"``, as x-vectors do), a linear embedding layer, then a
     classifier over the training speakers. :meth:`embed` gives the embedding,
     for comparing speakers the classifier has never seen.
 
@@ -312,20 +343,30 @@ class SpeakerHead(torch.nn.Module):
         Dropout before the embedding layer.
     n_layers : int or None
         Read a learned weighted sum of this many encoder hidden states; None: last layer.
+    stats_norm : str
+        "batch": batch normalisation of the pooled statistics (:class:`PooledBatchNorm`);
+        "none": the statistics as they are.
 
     Example
     -------
     >>> head = SpeakerHead(8, n_speakers=3, embedding_dim=4)
     >>> head.embed(torch.randn(2, 9, 8), torch.ones(2)).shape
     torch.Size([2, 4])
+    >>> SpeakerHead(8, n_speakers=3, embedding_dim=4, stats_norm="batch")(torch.randn(2, 9, 8)).shape
+    torch.Size([2, 3])
     """
 
-    def __init__(self, input_size, n_speakers, embedding_dim=128, dropout=0.1, n_layers=None):
+    def __init__(self, input_size, n_speakers, embedding_dim=128, dropout=0.1, n_layers=None,
+                 stats_norm="none"):
         super().__init__()
+        if stats_norm not in STATS_NORMS:
+            raise ValueError(f"stats_norm must be one of {STATS_NORMS}, not {stats_norm!r}")
         self.config = {"input_size": input_size, "n_speakers": n_speakers,
-                       "embedding_dim": embedding_dim, "dropout": dropout, "n_layers": n_layers}
+                       "embedding_dim": embedding_dim, "dropout": dropout, "n_layers": n_layers,
+                       "stats_norm": stats_norm}
         self.layers = LayerSelection(n_layers)
         self.pooling = MaskedPooling(return_std=True)
+        self.stats_norm = PooledBatchNorm(2 * input_size) if stats_norm == "batch" else torch.nn.Identity()
         self.embedding = torch.nn.Sequential(
             torch.nn.Dropout(dropout),
             torch.nn.Linear(2 * input_size, embedding_dim),
@@ -336,7 +377,7 @@ class SpeakerHead(torch.nn.Module):
 
     def embed(self, feats, lengths=None):
         """(batch, time, hidden) or a stack of layers -> speaker embeddings (batch, embedding_dim)."""
-        return self.embedding(self.pooling(self.layers(feats), lengths))
+        return self.embedding(self.stats_norm(self.pooling(self.layers(feats), lengths)))
 
     def forward(self, feats, lengths=None):
         """(batch, time, hidden) or a stack of layers -> log-probabilities (batch, n_speakers)."""

@@ -75,6 +75,43 @@ def test_meanstd_pooling_sees_how_the_voice_varies():
         EmotionHead(4, pooling="max")
 
 
+def test_speaker_stats_norm_learns_speakers_hidden_under_a_common_offset():
+    """Speakers that differ by 0.05 on statistics of size 3: batch norm finds them fast."""
+
+    def train_head(stats_norm):
+        torch.manual_seed(0)
+        head = SpeakerHead(4, n_speakers=2, embedding_dim=8, dropout=0.0, stats_norm=stats_norm)
+        optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+        for _ in range(100):
+            speakers = torch.randint(2, (8,))
+            frames = 3.0 + 0.05 * speakers.view(-1, 1, 1) + 0.01 * torch.randn(8, 20, 4)
+            loss = torch.nn.functional.nll_loss(head(frames), speakers)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    assert train_head("batch") < 0.5 < train_head("none")
+    with pytest.raises(ValueError, match="stats_norm"):
+        SpeakerHead(4, n_speakers=2, stats_norm="layer")
+
+
+def test_speaker_stats_norm_trains_with_the_brain_and_a_batch_of_one(tiny_encoder, corpus, tmp_path):
+    brain, batch, _, _ = make_brain(tiny_encoder, corpus, str(tmp_path / "bn"), alpha=0.1, beta=0.1,
+                                    speaker_stats_norm="batch")
+    norm = brain.modules.speaker_head.stats_norm
+    before = norm.running_mean.clone()
+    _, loss = forward_loss(brain, batch)
+    loss.backward()
+    assert not torch.equal(norm.running_mean, before)  # statistics of the training batch
+    assert norm.weight.grad is not None
+    # The last batch of an epoch can hold one utterance: normalised with the running statistics.
+    head = brain.modules.speaker_head.train()
+    feats = torch.randn(head.config["n_layers"], 1, 12, head.config["input_size"])  # stack of layers
+    assert torch.isfinite(head(feats)).all()
+    assert torch.allclose(head.eval()(feats), head(feats))  # what eval computes
+
+
 # ------------------------------------------------------------------ the CTC block
 
 
@@ -225,7 +262,7 @@ def test_every_lever_on_still_exports_what_it_trained(tmp_path):
     """Head arguments travel into the exported YAML (the interface builds the same heads)."""
     for head in (EmotionHead(8, n_layers=3, pooling="meanstd"),
                  CTCHead(8, n_tokens=5, n_layers=3, block="lstm", block_size=6),
-                 SpeakerHead(8, n_speakers=2, n_layers=3)):
+                 SpeakerHead(8, n_speakers=2, n_layers=3, stats_norm="batch")):
         rebuilt = type(head)(**head.config)
         assert rebuilt.config == head.config
         rebuilt.load_state_dict(head.state_dict())  # strict: same parameters

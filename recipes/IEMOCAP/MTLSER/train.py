@@ -78,7 +78,7 @@ from mtlser_lobes.experiment_identity import (  # noqa: E402
     write_identity,
 )
 from mtlser_lobes.export import export_model  # noqa: E402
-from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS  # noqa: E402
+from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS, STATS_NORMS  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
 from mtlser_lobes.metrics import EmotionMetricTracker  # noqa: E402
 from mtlser_lobes.text import ctc_label_encoder  # noqa: E402
@@ -634,6 +634,7 @@ def check_options(values):
         "ctc_layers": LAYER_CHOICES,
         "speaker_layers": LAYER_CHOICES,
         "emotion_pooling": POOLINGS,
+        "speaker_stats_norm": STATS_NORMS,
         "ctc_block": CTC_BLOCKS,
         "ctc_loss_reduction": ("mean", "frame", "batchmean"),
         "loss_weighting": ("fixed", "uncertainty"),
