@@ -57,6 +57,7 @@ from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
 from mtlser_lobes.heads import CTCHead, EmotionHead, SpeakerHead
 from mtlser_lobes.helpers import encoder_output_size, frame_lengths
+from mtlser_lobes.precision import cpu_features, resolve_precision
 from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
 
 #: wav2vec2-base's architecture, as overrides of the tiny encoder's config.
@@ -72,14 +73,32 @@ RECIPE = os.path.join(ROOT, "recipes", "IEMOCAP", "MTLSER")
 
 
 def environment(device):
-    """What the numbers were measured on."""
+    """What the numbers were measured on, with the CPU's instruction sets (they decide bf16 and int8 speed)."""
+    features = cpu_features()
     return {
         "python": platform.python_version(), "torch": torch.__version__,
         "speechbrain": speechbrain.__version__, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else features["cpu_model"],
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "cpu_model": features["cpu_model"], "cpu_capability": features["cpu_capability"],
+        "avx512_bf16": features["avx512_bf16"], "amx": features["amx"], "vnni": features["vnni"],
+        "precision_auto": resolve_precision("auto", str(device), log=False),
     }
+
+
+def describe_machine(env):
+    """One line for the tables' headers: the CPU and what it computes natively."""
+    flags = ", ".join(f"{name} {'yes' if env[key] else 'no'}"
+                      for name, key in (("AVX512-BF16", "avx512_bf16"), ("AMX", "amx"), ("VNNI", "vnni")))
+    device = "" if env["device"] == "cpu" else f"{env['device_name']}; "
+    return (f"{device}CPU {env['cpu_model']}, torch capability {env['cpu_capability']} ({flags}); "
+            f"{env['threads']} threads; precision auto -> {env['precision_auto']}")
+
+
+#: Speed targets, as ratios against torch fp32 measured in the same run (so that machines compare):
+#: the ONNX int8 model at >= 3.5x torch fp32's speed (RTF 0.03 against fp32's 0.11 on the AVX-512
+#: machine where the target was set).
+SPEEDUP_TARGETS = {"onnx-int8": 3.5}
 
 
 def encoder_source(name, folder):
@@ -538,11 +557,15 @@ def inference_row(name, variant, device, duration, flops, measured, top_ops):
 
 
 def prediction_change(rows):
-    """Adds, to each non-fp32 row, how its predictions differ from the fp32 row's."""
+    """Adds, to each non-fp32 row, how its predictions differ from the fp32 row's and its speed-up."""
     reference = next((r for r in rows if r["variant"] == "fp32"), None)
     for row in rows:
         if reference is None or row is reference:
             continue
+        row["speedup_vs_torch_fp32"] = reference["rtf_interface"] / row["rtf_interface"]
+        if row["variant"] in SPEEDUP_TARGETS:
+            row["speedup_target"] = SPEEDUP_TARGETS[row["variant"]]
+            row["speedup_target_met"] = row["speedup_vs_torch_fp32"] >= SPEEDUP_TARGETS[row["variant"]]
         pairs = list(zip(reference["predictions"], row["predictions"]))
         differences = [abs(a["probabilities"][c] - b["probabilities"][c]) for a, b in pairs for c in a["probabilities"]]
         characters = sum(len(a["text"]) for a, _ in pairs) or 1
@@ -593,6 +616,7 @@ def inference(name, encoder_source, folder, variants, n_files, repeats, device, 
 def print_tables(results):
     """The results as markdown tables."""
     print(f"environment: {json.dumps(results['environment'])}")
+    print(f"\nmachine: {describe_machine(results['environment'])}")
     if results["train_step"]:
         print("\n| encoder | params | batch | emotion-only step s | three-head step s | ratio (target <= 1.05) |")
         print("|---|---:|---:|---:|---:|---:|")
@@ -608,7 +632,8 @@ def print_tables(results):
     print(f"| DynamicBatchSampler, {b['dynamic_max_batch_length_s']:g} s per batch, 20 buckets | "
           f"{b['dynamic_batches']} | {100 * b['dynamic_padded_fraction']:.1f} % |")
     if results["epoch"]:
-        print("\n| encoder | config | batching | precision | turns (audio) | padded | loader utt/s | "
+        print(f"\n{describe_machine(results['environment'])}:\n")
+        print("| encoder | config | batching | precision | turns (audio) | padded | loader utt/s | "
               "train utt/s | epoch s | full epoch s (projected) | speed-up | peak RSS MiB |")
         print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results["epoch"]:
@@ -618,13 +643,17 @@ def print_tables(results):
               f"{row['full_epoch_projected_s']:.0f} | {row['speedup_vs_reference']:.2f} | "
               f"{row['peak_rss_mib']:.0f} |")
     if results["inference"]:
-        print("\n| encoder | variant | RTF interface (3 s file) | RTF bare encoder | throughput interface / bare "
+        print(f"\n{describe_machine(results['environment'])}:\n")
+        print("| encoder | variant | RTF interface (3 s file) | speed-up vs torch fp32 (target onnx-int8 >= "
+              f"{SPEEDUP_TARGETS['onnx-int8']}) | RTF bare encoder | throughput interface / bare "
               "(audio s/s) | ratio (target >= 0.8) | bare GFLOP/s | peak RSS MiB interface / bare | "
               "emotion agreement vs fp32 | max prob. change |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results["inference"]:
         change = row.get("change_vs_fp32")
-        print(f"| {row['encoder']} | {row['variant']} | {row['rtf_interface']:.4f} | {row['rtf_bare_encoder']:.4f} | "
+        speedup = f"{row['speedup_vs_torch_fp32']:.2f}" if "speedup_vs_torch_fp32" in row else "1.00"
+        print(f"| {row['encoder']} | {row['variant']} | {row['rtf_interface']:.4f} | {speedup} | "
+              f"{row['rtf_bare_encoder']:.4f} | "
               f"{row['throughput_interface_audio_s_per_s']:.1f} / {row['throughput_bare_encoder_audio_s_per_s']:.1f} | "
               f"{row['throughput_ratio']:.3f} | {row['bare_encoder_gflop_per_s']:.0f} | "
               f"{row['peak_rss_interface_mib']:.0f} / {row['peak_rss_bare_mib']:.0f} | "

@@ -167,9 +167,10 @@ def _parse_args(argv):
     parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                        help="encoder precision; bf16 about halves CPU time where the CPU has AVX512-BF16 "
-                        "or AMX (default: fp32)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="encoder precision. auto (default): bf16 where the device runs it natively "
+                        "(CPU with AVX-512 BF16 or AMX, CUDA GPU with bf16), else fp32; bf16 about halves "
+                        "CPU time there and is many times slower where it is emulated (AVX2 CPUs)")
     parser.add_argument("--segment_s", type=_positive(float), default=None,
                         help="split each file into windows of this many seconds and give a timeline "
                         "(files longer than 60 s get 10 s windows without it)")
@@ -198,7 +199,7 @@ def _parse_args(argv):
             raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16")
         check_device(args.device)
     else:
-        if args.device != "cpu" or args.precision != "fp32":
+        if args.device != "cpu" or args.precision not in ("auto", "fp32"):
             raise UsageError(f"--backend {args.backend} runs on the CPU in fp32 or int8: drop --device/--precision")
         onnx_dir = args.model_dir
         if not os.path.isfile(os.path.join(onnx_dir, "config.json")):

@@ -3,7 +3,7 @@
 ::
 
     pip install -e ".[demo]"
-    mtlser-demo MODEL_DIR [--host 127.0.0.1] [--port 7860] [--device cpu] [--window_s 10] [--trust safe|all]
+    mtlser-demo MODEL_DIR [--host 127.0.0.1] [--port 7860] [--device cpu] [--precision auto] [--window_s 10] [--trust safe|all]
 
 then open http://127.0.0.1:7860. Record from the microphone or upload a file:
 the page shows the emotion with a bar per class probability, the transcript,
@@ -157,11 +157,12 @@ class Demo:
         self._store = tempfile.mkdtemp(prefix="mtlser-demo-")
 
     @classmethod
-    def from_model_dir(cls, model_dir, device="cpu", window_s=None, trust="safe"):
+    def from_model_dir(cls, model_dir, device="cpu", window_s=None, trust="safe", precision="auto"):
         """Loads the model folder (see :meth:`MTLSER.from_hparams`, ``trust`` included) and wraps it."""
         from mtlser_lobes.interface import MTLSER
 
-        model = MTLSER.from_hparams(source=model_dir, trust=trust, run_opts={"device": device})
+        model = MTLSER.from_hparams(source=model_dir, trust=trust,
+                                    run_opts={"device": device, "precision": precision})
         return cls(model, model_dir=model_dir, window_s=window_s)
 
     # -------------------------------------------------------------- answers
@@ -342,6 +343,9 @@ def _parse_args(argv):
                         "this machine only; 0.0.0.0 serves the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="encoder precision; auto (default): bf16 where the device runs it natively, "
+                        "else fp32")
     parser.add_argument("--window_s", type=float, default=None,
                         help="recordings longer than this are answered in windows of it (default: 10)")
     parser.add_argument("--trust", default="safe", choices=["safe", "all"],
@@ -370,6 +374,8 @@ def main(argv=None):
 
     try:
         check_device(args.device)
+        if args.precision == "fp16" and not args.device.startswith("cuda"):
+            raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16 (or auto)")
     except UsageError as error:
         print(f"mtlser-demo: error: {error}", file=sys.stderr)
         return 2
@@ -377,7 +383,8 @@ def main(argv=None):
     from mtlser_lobes.safe_loading import UnsafeModelError
 
     try:
-        demo = Demo.from_model_dir(args.model_dir, device=args.device, window_s=args.window_s, trust=args.trust)
+        demo = Demo.from_model_dir(args.model_dir, device=args.device, window_s=args.window_s, trust=args.trust,
+                                   precision=args.precision)
     except UnsafeModelError as error:
         print(f"mtlser-demo: error: refused to load: {error}", file=sys.stderr)
         return 2

@@ -15,12 +15,15 @@ and mixed to mono (with a log line); empty, too short, silent, non-finite or
 undecodable input raises :class:`AudioError` (in a batch: that item gets the
 error, the others are answered).
 
-Precision: ``run_opts={"precision": "bf16"}`` (SpeechBrain's run option; the
-CLI's ``--precision``) stores and runs the wav2vec 2.0 encoder in bfloat16;
-the heads stay in float32. On a CPU with AVX512-BF16 it about halves the time
-of wav2vec2-base (``benchmarks/README.md`` gives the figures and the change in
-the predictions); CPUs without bf16 instructions emulate it, which may be
-slower than fp32.
+Precision: ``run_opts={"precision": ...}`` (SpeechBrain's run option; the
+CLI's ``--precision``). The default, ``auto``, is bf16 where the device runs it
+natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU with bf16) and fp32
+elsewhere, with a log line saying which and why
+(:func:`mtlser_lobes.precision.resolve_precision`). bf16 stores and runs the
+wav2vec 2.0 encoder in bfloat16; the heads stay in float32. On a CPU with
+AVX-512 BF16 it about halves the time of wav2vec2-base; on an AVX2 CPU, where
+torch emulates it, it is many times slower than fp32, and an explicit ``bf16``
+there logs a warning (``benchmarks/README.md`` gives both machines' figures).
 """
 
 import os
@@ -34,6 +37,7 @@ from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
+from mtlser_lobes.precision import resolve_precision
 from mtlser_lobes.predictions import Prediction, Segment, Timeline, answer_files, overall_answer, stream_windows
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
@@ -80,8 +84,11 @@ class MTLSER(Pretrained):
     ]
     MODULES_NEEDED = ["wav2vec2", "emotion_head", "ctc_head", "speaker_head", "speaker_gallery"]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True):
+        # precision "auto" (the default) becomes fp32 or bf16 here, from the hardware
+        run_opts = dict(run_opts or {})
+        run_opts["precision"] = resolve_precision(run_opts.get("precision", "auto"), run_opts.get("device", "cpu"))
+        super().__init__(modules, hparams, run_opts, freeze_params)
         labels = self.hparams.label_encoder
         labels.expect_len(self.mods.emotion_head.classifier[-1].out_features)
         self.emotion_classes = [labels.ind2lab[i] for i in range(len(labels))]
@@ -115,8 +122,6 @@ class MTLSER(Pretrained):
                 for name in list(module.parametrizations):
                     parametrize.remove_parametrizations(module, name, leave_parametrized=True)
         self.encoder_dtype = AMPConfig.from_name(self.precision).dtype
-        if self.encoder_dtype == torch.float16 and self.device_type == "cpu":
-            raise ValueError("precision fp16 needs a CUDA device; on the CPU use bf16")
         if self.encoder_dtype != torch.float32:
             self.mods.wav2vec2.to(self.encoder_dtype)
             self.mods.wav2vec2.model.feature_extractor.register_forward_pre_hook(

@@ -27,6 +27,7 @@ import numpy as np
 import soundfile
 
 from mtlser_lobes.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
+from mtlser_lobes.precision import int8_note
 from mtlser_lobes.predictions import Prediction, answer_files, overall_answer, stream_windows
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
@@ -88,6 +89,8 @@ class OnnxMTLSER:
         graph = os.path.join(folder, "model.int8.onnx" if quantized else "model.onnx")
         if not os.path.isfile(graph):
             raise FileNotFoundError(f"{graph} is missing" + (" (exported without quantize)" if quantized else ""))
+        if quantized:
+            logger.info(int8_note())
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)

@@ -37,7 +37,17 @@ def test_benchmark_smallest_size_writes_finite_positive_figures(tmp_path):
     for table in ("| tiny |", "DynamicBatchSampler", "| tiny | reference |", "| tiny | bf16 |"):
         assert table in result.stdout, table
     results = json.load(open(out))
-    assert {"python", "torch", "speechbrain", "device", "threads"} <= set(results["environment"])
+    environment = results["environment"]
+    assert {"python", "torch", "speechbrain", "device", "threads"} <= set(environment)
+    # The instruction sets that decide bf16 and int8 speed, in the JSON and above the tables
+    import torch
+
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    for flag in ("avx512_bf16", "amx", "vnni"):
+        assert isinstance(environment[flag], bool), flag
+    assert environment["precision_auto"] in ("fp32", "bf16") and environment["cpu_model"]
+    header = f"torch capability {environment['cpu_capability']} (AVX512-BF16 "
+    assert result.stdout.count(header) >= 3, result.stdout[:2000]  # top, epoch and inference tables
 
     [row] = results["train_step"]
     assert row["encoder"] == "tiny" and row["batch_size"] == 2
@@ -70,6 +80,12 @@ def test_benchmark_smallest_size_writes_finite_positive_figures(tmp_path):
         if not row["variant"].startswith("onnx"):  # torch's profiler does not see ONNX Runtime
             assert row["top_ops"] and all(op["self_ms"] > 0 for op in row["top_ops"])
     assert "change_vs_fp32" not in variants["fp32"]
+    # Every speed is also a ratio against torch fp32 in the same run; targets are ratios
+    for variant in ("bf16", "int8", "onnx", "onnx-int8"):
+        row = variants[variant]
+        assert row["speedup_vs_torch_fp32"] == pytest.approx(variants["fp32"]["rtf_interface"] / row["rtf_interface"])
+    assert variants["onnx-int8"]["speedup_target"] == 3.5
+    assert variants["onnx-int8"]["speedup_target_met"] == (variants["onnx-int8"]["speedup_vs_torch_fp32"] >= 3.5)
     for variant in ("bf16", "int8", "onnx", "onnx-int8"):
         change = variants[variant]["change_vs_fp32"]
         assert 0 <= change["emotion_agreement"] <= 1 and change["transcript_char_edit_rate"] >= 0

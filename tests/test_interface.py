@@ -278,6 +278,11 @@ def test_cli_table_json_and_exit_codes(experiment, tmp_path):
 
     result = _infer([experiment["model"], str(folder), "--json"])
     assert result.returncode == 0, result.stderr[-3000:]
+    # precision auto by default: decided from this machine, and said
+    from mtlser_lobes.precision import native_bf16
+
+    native, _ = native_bf16("cpu")
+    assert f"precision auto: {'bf16' if native else 'fp32'} (CPU " in result.stderr
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert sorted(line["source"] for line in lines) == sorted(files_in_folder)
     answered = {line["source"]: line for line in lines if not line["error"]}
@@ -298,6 +303,7 @@ def test_cli_table_json_and_exit_codes(experiment, tmp_path):
     # bf16 encoder: the same files answered, probabilities close to fp32's
     bf16 = _infer([experiment["model"], *good_copies, "--json", "--quiet", "--precision", "bf16"])
     assert bf16.returncode == 0, bf16.stderr[-3000:]
+    assert ("precision bf16 on a CPU without native bf16" in bf16.stderr) == (not native)  # a warning, even --quiet
     for line in (json.loads(line) for line in bf16.stdout.strip().splitlines()):
         fp32 = answered[line["source"]]["probabilities"]
         assert line["probabilities"] == pytest.approx(fp32, abs=0.05)

@@ -79,6 +79,7 @@ from mtlser_lobes.experiment_identity import (  # noqa: E402
 )
 from mtlser_lobes.export import export_model  # noqa: E402
 from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS, STATS_NORMS  # noqa: E402
+from mtlser_lobes.precision import PRECISIONS, resolve_precision  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
 from mtlser_lobes.metrics import EmotionMetricTracker  # noqa: E402
 from mtlser_lobes.text import ctc_label_encoder  # noqa: E402
@@ -634,6 +635,8 @@ def check_options(values):
         "ctc_layers": LAYER_CHOICES,
         "speaker_layers": LAYER_CHOICES,
         "emotion_pooling": POOLINGS,
+        "precision": PRECISIONS,
+        "eval_precision": PRECISIONS,
         "speaker_stats_norm": STATS_NORMS,
         "ctc_block": CTC_BLOCKS,
         "ctc_loss_reduction": ("mean", "frame", "batchmean"),
@@ -736,6 +739,51 @@ def split_own_flags(argv):
     return [arg for arg in argv if arg not in OWN_FLAGS], flags
 
 
+def resolve_auto_precision(argv):
+    """``--precision auto`` (and ``--eval_precision auto``) -> fp32 or bf16 from the hardware.
+
+    SpeechBrain's parser knows fp32, fp16 and bf16 only, so ``auto`` is
+    decided here, for the ``--device`` of the command line
+    (:func:`mtlser_lobes.precision.resolve_precision`); :func:`choose_precision`
+    logs the choice once the log exists.
+
+    Returns
+    -------
+    list, set
+        The command line with ``auto`` replaced, and the options that were ``auto``.
+    """
+    device = "cpu"
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            device = argv[i + 1]
+        elif arg.startswith("--device="):
+            device = arg.split("=", 1)[1]
+    resolved, auto = list(argv), set()
+    for i, arg in enumerate(argv):
+        for option in ("precision", "eval_precision"):
+            if arg == f"--{option}=auto":
+                resolved[i] = f"--{option}={resolve_precision('auto', device, log=False)}"
+                auto.add(option)
+            elif arg == f"--{option}" and i + 1 < len(argv) and argv[i + 1] == "auto":
+                resolved[i + 1] = resolve_precision("auto", device, log=False)
+                auto.add(option)
+    return resolved, auto
+
+
+def choose_precision(hparams, run_opts, auto_on_command_line):
+    """Resolves ``auto`` in the YAML and logs every ``auto`` choice and emulated bf16.
+
+    A run option on the command line wins over the YAML key, as in ``sb.Brain``.
+    """
+    for key in ("precision", "eval_precision"):
+        if key in auto_on_command_line:
+            resolve_precision("auto", run_opts.device)  # the log line of the choice made before
+        elif key in run_opts.overridden_args:
+            resolve_precision(getattr(run_opts, key), run_opts.device)  # warns of emulated bf16
+        else:
+            hparams[key] = resolve_precision(hparams[key], run_opts.device)
+
+
 def run_identity(values, run_opts):
     """The run options that change what is trained, with their effective values.
 
@@ -757,6 +805,7 @@ def run_identity(values, run_opts):
 def main(argv):
     """Checks the options, prepares the data, trains, and tests the checkpoint of best validation UA."""
     argv, flags = split_own_flags(argv)
+    argv, auto_precision = resolve_auto_precision(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     if not os.path.isfile(hparams_file):
@@ -798,6 +847,7 @@ def main(argv):
     # Python warnings go through logging too: into log.txt, and written around the progress
     # bars by SpeechBrain's console handler instead of into their line.
     logging.captureWarnings(True)
+    choose_precision(hparams, run_opts, auto_precision)
     if status == "old-folder":
         unknown = keys_unknown_to_old_folder(output_folder, identity, ignore=RESUMABLE_KEYS + tuple(run_options))
         logger.warning(
