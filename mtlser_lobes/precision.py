@@ -36,7 +36,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: Where the slowdown of emulated bf16 is measured (said in the warning).
 BF16_EMULATION_NOTE = (
-    "torch emulates it, which benchmarks/README.md measured at about 26x the time of fp32 for "
+    "torch emulates it, which benchmarks/README.md measured at 27x the time of fp32 for "
     "wav2vec2-base on an AVX2 CPU"
 )
 

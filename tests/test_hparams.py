@@ -45,7 +45,7 @@ def test_every_key_is_used(path):
 def test_every_file_loads(path, tiny_encoder, tmp_path):
     with open(path) as f:
         hparams = load_hyperpyyaml(
-            f, {"wav2vec2_hub": tiny_encoder, "output_folder": str(tmp_path)}
+            f, {"wav2vec2_hub": tiny_encoder, "output_folder": str(tmp_path), "n_speakers": 8}
         )
     assert hparams["encoder_dim"] == 64
     assert hparams["ctc_head"].linear.out_features == 29

@@ -18,7 +18,7 @@ def load_hparams(tiny_encoder, release, output, **overrides):
     with open(os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")) as f:
         return load_hyperpyyaml(f, {
             "wav2vec2_hub": tiny_encoder, "data_folder": release, "output_folder": output,
-            "num_workers": 0, "alpha_warmup_epochs": 0, **overrides,
+            "num_workers": 0, "alpha_warmup_epochs": 0, "n_speakers": 8, **overrides,
         })
 
 

@@ -22,7 +22,8 @@ BAD_OPTIONS = {
     "test_session absent": ({"test_session": "7"}, "--test_session 7 is not among the sessions of"),
     "test_session not a number": ({"test_session": "five"}, "--test_session must be a whole number >= 1"),
     "n_speakers vs the data": ({"n_speakers": "3"}, "have 8 speakers: pass --n_speakers 8"),
-    "n_speakers under random": ({"protocol": "random"}, "have 10 speakers: pass --n_speakers 10"),
+    "n_speakers under random": ({"protocol": "random", "n_speakers": "8"}, "have 10 speakers: pass --n_speakers 10"),
+    "n_speakers not a count": ({"n_speakers": "some"}, "--n_speakers must be auto or a whole number >= 1, not 'some'"),
     "data folder missing": ({"data_folder": "/nonexistent/IEMOCAP_full_release"},
                             "data_folder /nonexistent/IEMOCAP_full_release does not exist"),
     "unknown option": ({"alhpa": "0.1"}, "--alhpa is not an option of"),
@@ -91,3 +92,15 @@ def test_help_lists_the_own_flags(capsys):
     usage = capsys.readouterr().out
     assert "--overwrite" in usage and "--verbose" in usage and "exit status" in usage
     assert "--debug_batches" in usage  # SpeechBrain's own help follows
+
+
+@pytest.mark.parametrize("protocol, expected", [("loso", 8), ("random", 10)])
+def test_the_speaker_count_comes_from_the_data(release, tmp_path, protocol, expected):
+    """n_speakers auto (the default): no --n_speakers to type for either protocol."""
+    values = train.hparams_values(HPARAMS, f"data_folder: {release}\nprotocol: {protocol}\n"
+                                           f"output_folder: {tmp_path / 'exp'}")
+    assert values["n_speakers"] == "auto"
+    assert train.check_options(values) == [] and train.check_data(values) == []
+    assert train.count_training_speakers(values) == expected
+    overrides = train.with_override("alpha: 0.1\nn_speakers: auto", "n_speakers", expected)
+    assert train.hparams_values(HPARAMS, overrides)["n_speakers"] == expected

@@ -115,7 +115,7 @@ def test_the_recipe_uses_the_fallback_checkpointer(tiny_encoder, tmp_path):
 
     with open(pathlib.Path(RECIPE_DIR) / "hparams" / "mtl.yaml") as hparams_file:
         hparams = load_hyperpyyaml(
-            hparams_file, {"wav2vec2_hub": tiny_encoder, "output_folder": str(tmp_path)}
+            hparams_file, {"wav2vec2_hub": tiny_encoder, "output_folder": str(tmp_path), "n_speakers": 8}
         )
     assert isinstance(hparams["checkpointer"], FallbackCheckpointer)
     assert hparams["skip_nonfinite_grads"] is True

@@ -52,6 +52,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import sys
 
 from mtlser_lobes.quiet import silence_library_noise
@@ -650,7 +651,9 @@ def check_options(values):
         if key in values and values[key] not in allowed:
             names = " | ".join(str(a) for a in allowed)
             problems.append(f"--{key} must be one of {names}, not {values[key]!r}")
-    for key, minimum in (("test_session", 1), ("n_speakers", 1), ("batch_size", 1), ("number_of_epochs", 1),
+    if "n_speakers" in values and values["n_speakers"] != "auto" and not _is_count(values["n_speakers"], 1):
+        problems.append(f"--n_speakers must be auto or a whole number >= 1, not {values.get('n_speakers')!r}")
+    for key, minimum in (("test_session", 1), ("batch_size", 1), ("number_of_epochs", 1),
                          ("seed", 0), ("alpha_warmup_epochs", 0), ("average_checkpoints", 1),
                          ("ctc_block_size", 1)):
         if key in values and not _is_count(values[key], minimum):
@@ -704,7 +707,12 @@ def check_data(values):
 
     data_folder = values["data_folder"]
     if values.get("skip_prep"):  # prepared elsewhere: the CSVs only need their wavs under data_folder
-        return [] if os.path.isdir(data_folder) else [f"data_folder {data_folder} does not exist"]
+        if not os.path.isdir(data_folder):
+            return [f"data_folder {data_folder} does not exist"]
+        if values["n_speakers"] == "auto" and not os.path.isfile(values["train_csv"]):
+            return [f"--skip_prep True with n_speakers auto needs {values['train_csv']} to count the speakers "
+                    "of; pass --n_speakers N"]
+        return []
     try:
         speakers = speakers_by_session(data_folder)
     except PreparationError as error:
@@ -717,12 +725,30 @@ def check_data(values):
             return [f"leave-one-session-out needs at least two sessions; {data_folder} has {sorted(speakers)}"]
     train_sessions = [s for s in speakers if values["protocol"] == "random" or s != test_session]
     train_speakers = sorted({speaker for s in train_sessions for speaker in speakers[s]})
-    if train_speakers and len(train_speakers) != values["n_speakers"]:
+    if train_speakers and values["n_speakers"] != "auto" and len(train_speakers) != values["n_speakers"]:
         return [
             f"--n_speakers is {values['n_speakers']} but the training sessions {train_sessions} of "
             f"{data_folder} have {len(train_speakers)} speakers: pass --n_speakers {len(train_speakers)}"
         ]
     return []
+
+
+def count_training_speakers(values):
+    """The speakers ``train.csv`` will hold: from the label files, or a prepared ``train.csv``."""
+    if values.get("skip_prep"):
+        with open(values["train_csv"], newline="", encoding="utf-8") as csv_file:
+            return len({row["spk_id"] for row in csv.DictReader(csv_file)})
+    from iemocap_prepare import speakers_by_session
+
+    speakers = speakers_by_session(values["data_folder"])
+    train_sessions = [s for s in speakers if values["protocol"] == "random" or s != values["test_session"]]
+    return len({speaker for s in train_sessions for speaker in speakers[s]})
+
+
+def with_override(overrides, key, value):
+    """The command line's YAML overrides with ``key: value`` set (replacing a given one)."""
+    kept = [line for line in (overrides or "").splitlines() if not re.match(rf"{key}\s*:", line)]
+    return "\n".join(kept + [f"{key}: {value}"]) + "\n"
 
 
 def split_own_flags(argv):
@@ -824,6 +850,9 @@ def main(argv):
     problems = check_data(values)
     if problems:
         raise UsageError("\n  ".join(["the data folder does not fit the options:"] + problems))
+    if values["n_speakers"] == "auto":  # the speaker head's size, from the data (and so in the identity)
+        values["n_speakers"] = count_training_speakers(values)
+        overrides = with_override(overrides, "n_speakers", values["n_speakers"])
 
     # The output folder holds one experiment: resume it, or refuse before touching it.
     output_folder = values["output_folder"]
