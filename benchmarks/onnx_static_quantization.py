@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Does static int8 quantisation of the convolutions pay? Speed on wav2vec2-base, answers of a trained model.
+
+The shipped ``model.int8.onnx`` quantises the matrix products dynamically and leaves the
+convolutions (feature extractor, positional convolution) in fp32. This script builds, with ONNX
+Runtime's tools, the variant that also quantises the convolutions statically (QDQ, per-channel int8
+weights, uint8 activations calibrated with MinMax on training wavs), and measures:
+
+- speed: real-time factor of the fp32, dynamic int8 and static-conv + dynamic int8 graphs on one 3 s
+  utterance, wav2vec2-base architecture with random weights (timing does not depend on them),
+  median of ``--repeats`` after a warm-up, ``--threads`` ONNX Runtime threads;
+- answers: on the test turns of a trained experiment exported with ``--onnx``, the share of emotion
+  labels unchanged against the PyTorch fp32 model, for the dynamic and the static variant, with
+  calibration on ``--calibration_turns`` of its training turns.
+
+Usage (from the repository root)::
+
+    python benchmarks/onnx_static_quantization.py \\
+        --experiment recipes/IEMOCAP/MTLSER/results/MTLSER/loso_test5/alpha0.1_beta0.1/1986 \\
+        --json benchmarks/onnx_static_quantization.json
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def static_conv_int8(fp32_path, out_path, calibration_wavs, folder):
+    """fp32 graph -> convolutions static int8 (QDQ, calibrated) + matrix products dynamic int8."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter({"wav": w[None].astype("float32"), "wav_lens": np.ones(1, "float32")}
+                              for w in calibration_wavs)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    prepared, convs = os.path.join(folder, "pre.onnx"), os.path.join(folder, "conv_int8.onnx")
+    quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
+    quantize_static(prepared, convs, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    quantize_dynamic(convs, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def rtf(path, wav, repeats, threads):
+    """Median real-time factor of one graph on one utterance."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {"wav": wav[None], "wav_lens": np.ones(1, "float32")}
+    session.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / (wav.shape[0] / 16000)
+
+
+def speed(folder, repeats, threads):
+    """fp32 / dynamic / static-conv graphs of wav2vec2-base with random weights."""
+    import torch
+
+    from bench import encoder_source
+    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.onnx_export import export_loaded_model
+
+    torch.manual_seed(0)
+    model = MTLSER.untrained(encoder_source("base", folder), os.path.join(folder, "cache"),
+                             run_opts={"device": "cpu", "precision": "fp32"})
+    onnx_folder = os.path.join(folder, "onnx")
+    export_loaded_model(model, onnx_folder, quantize=True)
+    rng = np.random.default_rng(0)
+    calibration = [(0.1 * rng.standard_normal(int(16000 * s))).astype("float32") for s in rng.uniform(2, 5, 8)]
+    static = os.path.join(onnx_folder, "model.static.onnx")
+    static_conv_int8(os.path.join(onnx_folder, "model.onnx"), static, calibration, folder)
+    wav = (0.1 * rng.standard_normal(48000)).astype("float32")
+    graphs = {"fp32": "model.onnx", "dynamic_int8": "model.int8.onnx", "static_conv_dynamic_int8": "model.static.onnx"}
+    return {name: rtf(os.path.join(onnx_folder, file), wav, repeats, threads) for name, file in graphs.items()}
+
+
+def answers(experiment, folder, calibration_turns):
+    """Label agreement with PyTorch fp32 of the dynamic and the static int8 graph of a trained model."""
+    from onnx_agreement import compare
+
+    from mtlser_lobes.export import _load_training_hparams
+    from mtlser_lobes.helpers import prepared_rows
+    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+
+    data_folder = _load_training_hparams(os.path.abspath(experiment))["data_folder"]
+    model_folder = os.path.join(experiment, "model")
+    shipped = os.path.join(model_folder, "onnx")
+    static = os.path.join(folder, "trained_onnx")
+    shutil.copytree(shipped, static)
+    reader = OnnxMTLSER(shipped)
+    train = [row["wav"] for row in prepared_rows(os.path.join(experiment, "train.csv"), data_folder)]
+    chosen = np.random.default_rng(0).choice(len(train), min(calibration_turns, len(train)), replace=False)
+    static_conv_int8(os.path.join(shipped, "model.onnx"), os.path.join(static, "model.int8.onnx"),
+                     [reader.load_audio(train[i]) for i in chosen], folder)
+    test = [row["wav"] for row in prepared_rows(os.path.join(experiment, "test.csv"), data_folder)]
+    reference = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu", "precision": "fp32"})
+    reference = reference.predict_files(test)
+    return {name: compare(reference, OnnxMTLSER(path, quantized=True).predict_files(test))
+            for name, path in (("dynamic_int8", shipped), ("static_conv_dynamic_int8", static))}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", default=None,
+                        help="a train.py output folder exported with --onnx (answers); without it, speed only")
+    parser.add_argument("--calibration_turns", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    from mtlser_lobes.precision import cpu_features
+
+    results = {"cpu": cpu_features(), "threads": args.threads, "repeats": args.repeats}
+    with tempfile.TemporaryDirectory() as folder:
+        results["rtf_base_3s"] = speed(folder, args.repeats, args.threads)
+        if args.experiment:
+            results["experiment"] = args.experiment
+            results["answers_vs_torch_fp32"] = answers(args.experiment, folder, args.calibration_turns)
+    print("| graph | RTF, base, 3 s | emotion unchanged on the trained model's test turns |\n|---|---:|---:|")
+    for name, value in results["rtf_base_3s"].items():
+        agreement = results.get("answers_vs_torch_fp32", {}).get(name)
+        print(f"| {name} | {value:.4f} | " + (f"{100 * agreement['emotion_agreement']:.2f} % |" if agreement else "- |"))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=2)
+        print(f"\nwritten to {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
