@@ -348,7 +348,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     try:
         for name in WEIGHTS[:-1]:
             save_safetensors(hparams[name], os.path.join(staging, f"{name}.ckpt"))
-        embedding_dim = hparams["speaker_head"].embedding[-1].out_features
+        embedding_dim = hparams["speaker_head"].embedding_dim
         save_safetensors(SpeakerGallery(len(speakers), embedding_dim), os.path.join(staging, "speaker_gallery.ckpt"))
         emotion_encoder.save(os.path.join(staging, "label_encoder.ckpt"))
         speaker_encoder.save(os.path.join(staging, "speaker_encoder.ckpt"))

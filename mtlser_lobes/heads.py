@@ -185,8 +185,8 @@ class EmotionHead(torch.nn.Module):
     >>> log_probs = head(torch.randn(3, 20, 8), torch.ones(3))
     >>> torch.allclose(log_probs.exp().sum(dim=-1), torch.ones(3))
     True
-    >>> head.config["pooling"]
-    'meanstd'
+    >>> head.config["pooling"], head.n_emotions
+    ('meanstd', 4)
     """
 
     def __init__(self, input_size, n_emotions=4, hidden_size=256, dropout=0.1, n_layers=None,
@@ -208,6 +208,11 @@ class EmotionHead(torch.nn.Module):
             torch.nn.Dropout(dropout),
             torch.nn.Linear(hidden_size, n_emotions),
         )
+
+    @property
+    def n_emotions(self):
+        """Number of emotion classes (the size of the output)."""
+        return self.config["n_emotions"]
 
     def forward(self, feats, lengths=None):
         """(batch, time, hidden) or a stack of layers -> log-probabilities (batch, n_emotions)."""
@@ -241,6 +246,8 @@ class CTCHead(torch.nn.Module):
 
     Example
     -------
+    >>> CTCHead(8, n_tokens=5).n_tokens
+    5
     >>> log_probs = CTCHead(8, n_tokens=5)(torch.randn(2, 7, 8))
     >>> torch.allclose(log_probs.exp().sum(dim=-1), torch.ones(2, 7))
     True
@@ -270,6 +277,11 @@ class CTCHead(torch.nn.Module):
                 input_size, heads, dim_feedforward=block_size, dropout=dropout, batch_first=True
             )
         self.linear = torch.nn.Linear(output_size, n_tokens)
+
+    @property
+    def n_tokens(self):
+        """Number of output symbols, the blank included."""
+        return self.config["n_tokens"]
 
     def forward(self, feats, lengths=None):
         """(batch, time, hidden) or a stack of layers -> log-probabilities (batch, time, n_tokens)."""
@@ -350,6 +362,8 @@ class SpeakerHead(torch.nn.Module):
     Example
     -------
     >>> head = SpeakerHead(8, n_speakers=3, embedding_dim=4)
+    >>> head.n_speakers, head.embedding_dim
+    (3, 4)
     >>> head.embed(torch.randn(2, 9, 8), torch.ones(2)).shape
     torch.Size([2, 4])
     >>> SpeakerHead(8, n_speakers=3, embedding_dim=4, stats_norm="batch")(torch.randn(2, 9, 8)).shape
@@ -374,6 +388,16 @@ class SpeakerHead(torch.nn.Module):
         self.classifier = torch.nn.Sequential(
             torch.nn.LeakyReLU(), torch.nn.Linear(embedding_dim, n_speakers)
         )
+
+    @property
+    def n_speakers(self):
+        """Number of training speakers (the size of the classifier's output)."""
+        return self.config["n_speakers"]
+
+    @property
+    def embedding_dim(self):
+        """Size of the speaker embedding (:meth:`embed`)."""
+        return self.config["embedding_dim"]
 
     def embed(self, feats, lengths=None):
         """(batch, time, hidden) or a stack of layers -> speaker embeddings (batch, embedding_dim)."""

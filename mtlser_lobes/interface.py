@@ -90,13 +90,13 @@ class MTLSER(Pretrained):
         run_opts["precision"] = resolve_precision(run_opts.get("precision", "auto"), run_opts.get("device", "cpu"))
         super().__init__(modules, hparams, run_opts, freeze_params)
         labels = self.hparams.label_encoder
-        labels.expect_len(self.mods.emotion_head.classifier[-1].out_features)
+        labels.expect_len(self.mods.emotion_head.n_emotions)
         self.emotion_classes = [labels.ind2lab[i] for i in range(len(labels))]
         speakers = self.hparams.speaker_encoder
         speakers.expect_len(self.mods.speaker_gallery.centroids.shape[0])
         self.trained_speakers = [speakers.ind2lab[i] for i in range(len(speakers))]
         self.tokenizer = self.hparams.tokenizer
-        self.tokenizer.expect_len(self.mods.ctc_head.linear.out_features)
+        self.tokenizer.expect_len(self.mods.ctc_head.n_tokens)
         self.sample_rate = self.hparams.sample_rate
         self.speaker_threshold = float(self.hparams.speaker_threshold)
         self.enrolled = {}  # name -> unit-length centroid (embedding_dim,)

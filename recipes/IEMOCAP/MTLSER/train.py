@@ -484,9 +484,9 @@ def dataio_prepare(hparams):
     )
     emotion_encoder.expect_len(len(hparams["emotion_classes"]))
     tokenizer = ctc_label_encoder(os.path.join(save_folder, "ctc_encoder.txt"))
-    if len(tokenizer) != hparams["ctc_head"].linear.out_features:
+    if len(tokenizer) != hparams["ctc_head"].n_tokens:
         raise ValueError(
-            f"the CTC head has {hparams['ctc_head'].linear.out_features} outputs but the "
+            f"the CTC head has {hparams['ctc_head'].n_tokens} outputs but the "
             f"character set has {len(tokenizer)} symbols"
         )
 
