@@ -362,8 +362,9 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
             "epoch": hparams["epoch_counter"].current,
             "date": datetime.date.today().isoformat(),
             "sample_rate": hparams["sample_rate"],
-            "min_duration_s": 0.1,
-            "silence_peak": 1.0e-4,
+            # the input checks of training; experiments older than these keys used these values
+            "min_duration_s": hparams.get("min_duration_s", 0.1),
+            "silence_peak": hparams.get("silence_peak", 1.0e-4),
             "blank_index": hparams["blank_index"],
             "encoder_source": hparams["wav2vec2_hub"],
             "encoder_type": encoder.model.config.model_type,

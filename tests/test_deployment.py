@@ -226,3 +226,27 @@ def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
     with pytest.raises(ValueError, match="ctc_block: lstm"):
         export_loaded_model(model, str(tmp_path / "onnx_lstm"), quantize=False)
     assert not os.path.exists(tmp_path / "onnx_lstm")
+
+
+def test_the_exported_input_checks_are_the_trainings(small_experiment, tmp_path):
+    """min_duration_s and silence_peak travel from the experiment's hparams into the model folder."""
+    from mtlser_lobes.audio import AudioError
+    from mtlser_lobes.export import export_model
+    from mtlser_lobes.interface import MTLSER
+
+    experiment = str(tmp_path / "experiment")
+    shutil.copytree(small_experiment["folder"], experiment, ignore=shutil.ignore_patterns("model"))
+    path = os.path.join(experiment, "hyperparams.yaml")
+    with open(path) as fin:
+        text = fin.read()
+    assert "\nmin_duration_s: 0.1\n" in text
+    with open(path, "w") as fout:  # as if trained with --min_duration_s 0.3
+        fout.write(text.replace("\nmin_duration_s: 0.1\n", "\nmin_duration_s: 0.3\n"))
+    model_folder = export_model(experiment, str(tmp_path / "model"))
+    model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu"})
+    assert model.hparams.min_duration_s == 0.3 and model.hparams.silence_peak == 1.0e-4
+    rng = np.random.default_rng(0)
+    short = str(tmp_path / "short.wav")  # 0.2 s: long enough for the default, not for this model
+    soundfile.write(short, (0.1 * rng.standard_normal(3200)).astype("float32"), 16000)
+    with pytest.raises(AudioError, match="short"):
+        model.predict_file(short)
