@@ -723,14 +723,19 @@ def check_data(values):
             return [f"--test_session {test_session} is not among the sessions of {data_folder}: {sorted(speakers)}"]
         if len(speakers) < 2:
             return [f"leave-one-session-out needs at least two sessions; {data_folder} has {sorted(speakers)}"]
-    train_sessions = [s for s in speakers if values["protocol"] == "random" or s != test_session]
-    train_speakers = sorted({speaker for s in train_sessions for speaker in speakers[s]})
+    train_sessions, train_speakers = training_speakers(speakers, values)
     if train_speakers and values["n_speakers"] != "auto" and len(train_speakers) != values["n_speakers"]:
         return [
             f"--n_speakers is {values['n_speakers']} but the training sessions {train_sessions} of "
             f"{data_folder} have {len(train_speakers)} speakers: pass --n_speakers {len(train_speakers)}"
         ]
     return []
+
+
+def training_speakers(speakers, values):
+    """The training sessions and speakers under the protocol, from ``speakers_by_session``'s mapping."""
+    sessions = [s for s in speakers if values["protocol"] == "random" or s != values["test_session"]]
+    return sessions, sorted({speaker for s in sessions for speaker in speakers[s]})
 
 
 def count_training_speakers(values):
@@ -740,9 +745,7 @@ def count_training_speakers(values):
             return len({row["spk_id"] for row in csv.DictReader(csv_file)})
     from iemocap_prepare import speakers_by_session
 
-    speakers = speakers_by_session(values["data_folder"])
-    train_sessions = [s for s in speakers if values["protocol"] == "random" or s != values["test_session"]]
-    return len({speaker for s in train_sessions for speaker in speakers[s]})
+    return len(training_speakers(speakers_by_session(values["data_folder"]), values)[1])
 
 
 def with_override(overrides, key, value):
