@@ -23,6 +23,8 @@ import logging
 import os
 import sys
 
+from mtlser_lobes.precision import PRECISIONS
+
 __all__ = ["main", "AUDIO_EXTENSIONS"]
 
 #: Extensions picked up when a folder is given.
@@ -63,6 +65,12 @@ def _positive(kind):
         return value
 
     return parse
+
+
+def check_precision(precision, device):
+    """Refuses fp16 off CUDA with a one-line :class:`UsageError` (``mtlser-infer``, ``mtlser-demo``)."""
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16 (or auto)")
 
 
 def check_device(device):
@@ -167,7 +175,7 @@ def _parse_args(argv):
     parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="encoder precision. auto (default): bf16 where the device runs it natively "
                         "(CPU with AVX-512 BF16 or AMX, CUDA GPU with bf16), else fp32; bf16 about halves "
                         "CPU time there and is many times slower where it is emulated (AVX2 CPUs)")
@@ -195,8 +203,7 @@ def _parse_args(argv):
     if args.backend == "torch":
         if not os.path.isfile(os.path.join(args.model_dir, "hyperparams.yaml")):
             raise UsageError(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
-        if args.precision == "fp16" and not args.device.startswith("cuda"):
-            raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16")
+        check_precision(args.precision, args.device)
         check_device(args.device)
     else:
         if args.device != "cpu" or args.precision not in ("auto", "fp32"):

@@ -39,6 +39,8 @@ from typing import NamedTuple
 
 from speechbrain.utils.logger import get_logger
 
+from mtlser_lobes.precision import PRECISIONS
+
 logger = get_logger(__name__)
 
 __all__ = ["Analysis", "Demo", "main", "model_card_metrics", "readable_error"]
@@ -343,7 +345,7 @@ def _parse_args(argv):
                         "this machine only; 0.0.0.0 serves the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="encoder precision; auto (default): bf16 where the device runs it natively, "
                         "else fp32")
     parser.add_argument("--window_s", type=float, default=None,
@@ -370,12 +372,11 @@ def main(argv=None):
         print(f"mtlser-demo: error: {error}", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mtlser_lobes.cli import UsageError, _log_to_stderr, check_device
+    from mtlser_lobes.cli import UsageError, _log_to_stderr, check_device, check_precision
 
     try:
         check_device(args.device)
-        if args.precision == "fp16" and not args.device.startswith("cuda"):
-            raise UsageError("--precision fp16 needs a CUDA device; on the CPU use bf16 (or auto)")
+        check_precision(args.precision, args.device)
     except UsageError as error:
         print(f"mtlser-demo: error: {error}", file=sys.stderr)
         return 2

@@ -92,7 +92,9 @@ def cpu_features(use_torch=True):
                    "vnni": "_is_vnni_supported"}
         for key, helper in helpers.items():
             if hasattr(torch.cpu, helper):
-                features[key] = bool(getattr(torch.cpu, helper)()) or (key == "vnni" and features[key])
+                supported = bool(getattr(torch.cpu, helper)())
+                # torch's VNNI helper knows AVX512-VNNI only; /proc/cpuinfo adds AVX-VNNI and AMX-INT8
+                features[key] = supported or features[key] if key == "vnni" else supported
     return features
 
 
