@@ -67,3 +67,20 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
         assert answer.emotion == single.emotion and answer.text == single.text
         for label, p in single.probabilities.items():
             assert answer.probabilities[label] == pytest.approx(p, abs=1e-4)
+
+
+def test_small_preset_is_a_larger_encoder_that_loads_like_the_tiny_one(tmp_path):
+    """``--preset small``: the RAVDESS size study's encoder, a plain Hugging Face folder."""
+    from transformers import AutoModel
+
+    sizes = {}
+    for preset in ("tiny", "small"):
+        folder = str(tmp_path / preset)
+        tiny_encoder_main([folder, "--preset", preset])
+        model = AutoModel.from_pretrained(folder)
+        sizes[preset] = sum(p.numel() for p in model.parameters())
+        assert type(model).__name__ == "Wav2Vec2Model"
+    assert sizes["tiny"] < 200_000 < 800_000 < sizes["small"] < 1_200_000
+    # Explicit sizes still override the preset.
+    tiny_encoder_main([str(tmp_path / "narrow"), "--preset", "small", "--hidden_size", "96"])
+    assert AutoModel.from_pretrained(str(tmp_path / "narrow")).config.hidden_size == 96
