@@ -57,11 +57,11 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "mtlser-tiny-encoder=mtlser_lobes.tiny_encoder:main",
-            "mtlser-demo-corpus=mtlser_lobes.demo_corpus:main",
-            "mtlser-export=mtlser_lobes.cli:export_main",
-            "mtlser-infer=mtlser_lobes.cli:main",
-            "mtlser-demo=mtlser_lobes.demo_app:main",
+            "mtlser-tiny-encoder=mtlser_lobes.demo.tiny_encoder:main",
+            "mtlser-demo-corpus=mtlser_lobes.demo.demo_corpus:main",
+            "mtlser-export=mtlser_lobes.inference.cli:export_main",
+            "mtlser-infer=mtlser_lobes.inference.cli:main",
+            "mtlser-demo=mtlser_lobes.inference.demo_app:main",
         ]
     },
 )

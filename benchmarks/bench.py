@@ -17,7 +17,7 @@ Measured in the same run, on the same batches:
 - ``inference``: the real-time factor of ``MTLSER.predict_file`` on one 3 s file and the throughput
   of ``predict_files`` on many, each against the bare encoder forward on the same audio, for fp32,
   bf16 and dynamic int8, with the change of the predictions against fp32 and the top ops; and the
-  same model exported to ONNX (``mtlser_lobes.onnx_export``) run by ONNX Runtime through
+  same model exported to ONNX (``mtlser_lobes.inference.onnx_export``) run by ONNX Runtime through
   ``OnnxMTLSER``, fp32 and int8 (``onnx``, ``onnx-int8``), against the bare graph on the same audio.
 
 Every epoch and inference case runs in a fresh process and reports the peak RSS of its measured
@@ -58,7 +58,7 @@ from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from mtlser_lobes.heads import CTCHead, EmotionHead, SpeakerHead
 from mtlser_lobes.helpers import encoder_output_size, frame_lengths
 from mtlser_lobes.precision import cpu_features, resolve_precision
-from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
 
 #: wav2vec2-base's architecture, as overrides of the tiny encoder's config.
 BASE_CONFIG = {
@@ -425,7 +425,7 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     if variant.startswith("onnx"):
         return onnx_inference_case(name, variant, cache, one_file, many_files, repeats)
@@ -438,7 +438,7 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
             model.mods.wav2vec2(wav[None].to(device))
     flops = flop_counter.get_total_flops()
     if variant == "export-onnx":  # the ONNX folder the onnx variants load, written in its own process
-        from mtlser_lobes.onnx_export import export_loaded_model
+        from mtlser_lobes.inference.onnx_export import export_loaded_model
 
         folder = os.path.join(cache, f"onnx_{name}")
         export_loaded_model(model, folder, quantize=True)
@@ -469,12 +469,12 @@ def inference_case(name, variant, encoder_source, cache, one_file, many_files, r
 
 
 def onnx_inference_case(name, variant, cache, one_file, many_files, repeats):
-    """The ONNX export of the same model, run by ONNX Runtime (``mtlser_lobes.onnx_runtime``).
+    """The ONNX export of the same model, run by ONNX Runtime (``mtlser_lobes.inference.onnx_runtime``).
 
     "Bare" is the graph (encoder and heads) on audio already in memory, without reading, checking
     or decoding. No torch model is loaded in this process (the script itself imports torch).
     """
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     folder = os.path.join(cache, f"onnx_{name}")
     with open(os.path.join(folder, "flops.json")) as fin:

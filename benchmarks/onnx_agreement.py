@@ -54,10 +54,10 @@ def main(argv=None):
     import onnxruntime
     import torch
 
-    from mtlser_lobes.export import _load_training_hparams
+    from mtlser_lobes.inference.export import _load_training_hparams
     from mtlser_lobes.helpers import prepared_rows
-    from mtlser_lobes.interface import MTLSER
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     model_folder = os.path.join(args.experiment, "model")
     data_folder = _load_training_hparams(os.path.abspath(args.experiment))["data_folder"]

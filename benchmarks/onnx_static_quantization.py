@@ -78,8 +78,8 @@ def speed(folder, repeats, threads):
     import torch
 
     from bench import encoder_source
-    from mtlser_lobes.interface import MTLSER
-    from mtlser_lobes.onnx_export import export_loaded_model
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.onnx_export import export_loaded_model
 
     torch.manual_seed(0)
     model = MTLSER.untrained(encoder_source("base", folder), os.path.join(folder, "cache"),
@@ -99,10 +99,10 @@ def answers(experiment, folder, calibration_turns):
     """Label agreement with PyTorch fp32 of the dynamic and the static int8 graph of a trained model."""
     from onnx_agreement import compare
 
-    from mtlser_lobes.export import _load_training_hparams
+    from mtlser_lobes.inference.export import _load_training_hparams
     from mtlser_lobes.helpers import prepared_rows
-    from mtlser_lobes.interface import MTLSER
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     data_folder = _load_training_hparams(os.path.abspath(experiment))["data_folder"]
     model_folder = os.path.join(experiment, "model")

@@ -19,7 +19,7 @@ import argparse
 import glob
 import os
 
-from mtlser_lobes.interface import MTLSER
+from mtlser_lobes.inference.interface import MTLSER
 
 
 def speaker_of(path):

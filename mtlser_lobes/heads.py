@@ -234,7 +234,7 @@ class CTCHead(torch.nn.Module):
     input_size : int
         Encoder hidden size.
     n_tokens : int
-        Output symbols including the blank (see :mod:`mtlser_lobes.text`).
+        Output symbols including the blank (see :mod:`mtlser_lobes.data.text`).
     dropout : float
         Dropout on the encoder frames.
     n_layers : int or None

@@ -30,7 +30,7 @@ def encoder_output_size(encoder):
     -------
     >>> import tempfile
     >>> from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
-    >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    >>> from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
     >>> folder = save_tiny_wav2vec2(tempfile.mkdtemp(), hidden_size=48)
     >>> encoder_output_size(Wav2Vec2(folder, save_path=tempfile.mkdtemp()))
     48
@@ -48,7 +48,7 @@ def encoder_hidden_states(encoder):
     -------
     >>> import tempfile
     >>> from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
-    >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    >>> from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
     >>> encoder_hidden_states(Wav2Vec2(save_tiny_wav2vec2(tempfile.mkdtemp()), save_path=tempfile.mkdtemp()))
     3
     """
@@ -85,7 +85,7 @@ def frame_lengths(encoder, wav_lens, n_samples, n_frames):
     -------
     >>> import tempfile
     >>> from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
-    >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    >>> from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
     >>> encoder = Wav2Vec2(save_tiny_wav2vec2(tempfile.mkdtemp()), save_path=tempfile.mkdtemp())
     >>> lengths = frame_lengths(encoder, torch.tensor([1.0, 0.1185]), 16000, 49)
     >>> torch.round(lengths * 49).tolist()  # 1896 samples: 5 frames, not round(5.81) = 6

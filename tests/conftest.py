@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory):
     """Folder of a tiny random wav2vec2 (the offline stand-in for wav2vec2-base)."""
-    from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
 
     return save_tiny_wav2vec2(str(tmp_path_factory.mktemp("tiny_wav2vec2")))
 
@@ -28,7 +28,7 @@ def tiny_encoder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_release(tmp_path_factory):
     """A small synthetic demo corpus (IEMOCAP layout), shared by the recipe tests."""
-    from mtlser_lobes.demo_corpus import generate_demo_corpus
+    from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
 
     return generate_demo_corpus(
         str(tmp_path_factory.mktemp("demo")), dialogs_per_session=2, turns_per_dialog=12

@@ -61,7 +61,7 @@ def brain_outputs(experiment_folder, paths):
     from speechbrain.dataio.batch import PaddedBatch
 
     import train
-    from mtlser_lobes.export import _load_training_hparams
+    from mtlser_lobes.inference.export import _load_training_hparams
 
     hparams = _load_training_hparams(experiment_folder)
     brain = train.MTLBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"})

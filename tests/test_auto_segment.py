@@ -22,17 +22,17 @@ def _noise_wav(path, seconds, seed=0):
 
 @pytest.fixture(scope="module")
 def model(tiny_encoder, tmp_path_factory):
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     return MTLSER.untrained(tiny_encoder, savedir=str(tmp_path_factory.mktemp("encoder")))
 
 
 def test_a_file_over_60_s_is_answered_by_a_timeline_with_a_log_line(model, tmp_path, caplog):
-    from mtlser_lobes.interface import Prediction, Timeline
+    from mtlser_lobes.inference.interface import Prediction, Timeline
 
     long = _noise_wav(tmp_path / "long.wav", 75)
     short = _noise_wav(tmp_path / "short.wav", 30)
-    with caplog.at_level(logging.INFO, logger="mtlser_lobes.interface"):
+    with caplog.at_level(logging.INFO, logger="mtlser_lobes.inference.interface"):
         timeline = model.predict_file(long)
     assert f"{long}: 75 s is longer than 60 s: answered in windows of 10 s" in caplog.text
     assert isinstance(timeline, Timeline)
@@ -56,7 +56,7 @@ def test_a_file_over_60_s_is_answered_by_a_timeline_with_a_log_line(model, tmp_p
 
 _PEAK_MEMORY = """
 import json, resource, sys
-from mtlser_lobes.interface import MTLSER
+from mtlser_lobes.inference.interface import MTLSER
 model = MTLSER.untrained(sys.argv[1], savedir=sys.argv[2])
 answer = model.predict_file(sys.argv[3])  # no segment_s
 print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

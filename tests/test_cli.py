@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from conftest import ROOT
-from mtlser_lobes import cli
+from mtlser_lobes.inference import cli
 
 
 @pytest.fixture()
@@ -70,7 +70,7 @@ def test_help_lists_the_exit_codes(capsys):
 
 
 def test_the_process_exits_2_without_a_traceback(files):
-    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.cli", files["model"], files["wav"],
+    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.inference.cli", files["model"], files["wav"],
                              "--batch_size", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 2

@@ -44,13 +44,13 @@ def audio(small_experiment, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(small_experiment):
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     return MTLSER.from_hparams(source=small_experiment["model"], run_opts={"device": "cpu"})
 
 
 def test_analyse_and_enroll_directly(small_experiment, model, audio):
-    from mtlser_lobes.demo_app import WINDOW_COLUMNS, Demo
+    from mtlser_lobes.inference.demo_app import WINDOW_COLUMNS, Demo
 
     demo = Demo(model, model_dir=small_experiment["model"], window_s=WINDOW_S)
     try:
@@ -103,7 +103,7 @@ def test_analyse_and_enroll_directly(small_experiment, model, audio):
 
 
 def test_the_command_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys):
-    from mtlser_lobes import demo_app
+    from mtlser_lobes.inference import demo_app
 
     assert demo_app.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"mtlser-demo: error: {tmp_path} is not a model folder (no hyperparams.yaml); "
@@ -131,7 +131,7 @@ def server(small_experiment, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("demo_server") / "server.log", "w+")
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mtlser_lobes.demo_app", small_experiment["model"], "--host", "127.0.0.1",
+        [sys.executable, "-m", "mtlser_lobes.inference.demo_app", small_experiment["model"], "--host", "127.0.0.1",
          "--port", str(port), "--window_s", str(WINDOW_S)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
     )

@@ -6,7 +6,7 @@ import os
 import soundfile as sf
 
 from iemocap_prepare import prepare_iemocap, read_corpus
-from mtlser_lobes.demo_corpus import generate_demo_corpus
+from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
 
 
 def digest(folder):

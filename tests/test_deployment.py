@@ -22,9 +22,9 @@ EMOTIONS = ("neu", "hap", "ang", "sad")
 
 
 def _cli(module, args, **kwargs):
-    """Runs ``python -m mtlser_lobes.<module> ARGS`` as a user runs the console script."""
+    """Runs ``mtlser_lobes.inference.<module>:main(ARGS)`` as a user runs the console script."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-c", f"import sys; from mtlser_lobes.{module} import main; "
+    return subprocess.run([sys.executable, "-c", f"import sys; from mtlser_lobes.inference.{module} import main; "
                            "sys.exit(main(sys.argv[1:]))", *args],
                           env=env, capture_output=True, text=True, timeout=900, **kwargs)
 
@@ -47,7 +47,7 @@ def test_wavs(trained_experiment):
 
 @pytest.fixture(scope="module")
 def torch_model(exported):
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     return MTLSER.from_hparams(source=exported, run_opts={"device": "cpu"})
 
@@ -73,8 +73,8 @@ def _tampered(model_folder, folder, payload):
 
 
 def test_every_exported_folder_loads_safely(exported, trained_experiment):
-    from mtlser_lobes.interface import MTLSER
-    from mtlser_lobes.safe_loading import check_hyperparams
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.safe_loading import check_hyperparams
 
     for folder in (exported, trained_experiment["model"]):
         check_hyperparams(os.path.join(folder, "hyperparams.yaml"))
@@ -82,10 +82,26 @@ def test_every_exported_folder_loads_safely(exported, trained_experiment):
         assert model.emotion_classes == list(EMOTIONS)
 
 
+def test_a_folder_exported_before_the_package_layout_still_loads(exported, test_wavs, tmp_path):
+    """Folders written before export moved to ``mtlser_lobes.inference`` name ``mtlser_lobes.export``."""
+    from mtlser_lobes.inference.interface import MTLSER
+
+    legacy = str(tmp_path / "legacy")
+    shutil.copytree(exported, legacy)
+    path = os.path.join(legacy, "hyperparams.yaml")
+    text = open(path, encoding="utf-8").read()
+    assert "mtlser_lobes.inference.export.load_safetensors" in text
+    with open(path, "w", encoding="utf-8") as fout:
+        fout.write(text.replace("mtlser_lobes.inference.export.", "mtlser_lobes.export."))
+    old = MTLSER.from_hparams(source=legacy, run_opts={"device": "cpu"})  # trust="safe"
+    new = MTLSER.from_hparams(source=exported, run_opts={"device": "cpu"})
+    assert old.predict_file(test_wavs[0]) == new.predict_file(test_wavs[0])
+
+
 @pytest.mark.parametrize("kind", sorted(_PAYLOADS))
 def test_a_tampered_folder_is_refused_and_its_payload_never_runs(exported, tmp_path, kind):
-    from mtlser_lobes.interface import MTLSER
-    from mtlser_lobes.safe_loading import UnsafeModelError
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.safe_loading import UnsafeModelError
 
     marker = tmp_path / "payload_ran"
     folder = str(tmp_path / "tampered")
@@ -117,7 +133,7 @@ def test_onnx_folder_holds_graphs_and_a_json_config_only(exported):
 
 
 def test_onnx_answers_as_pytorch_does(exported, torch_model, test_wavs):
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     model = OnnxMTLSER(exported)
     paths = test_wavs[:12]
@@ -134,8 +150,8 @@ def test_onnx_answers_as_pytorch_does(exported, torch_model, test_wavs):
 
 
 def test_onnx_timeline_enrolment_and_bad_input(exported, torch_model, test_wavs, tmp_path):
-    from mtlser_lobes.audio import AudioError
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.data.audio import AudioError
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     model = OnnxMTLSER(exported)
     long_wav = str(tmp_path / "long.wav")
@@ -176,7 +192,7 @@ class NoTorch:  # any `import torch` fails, as where torch is not installed
             raise ImportError(f"No module named {name!r} (blocked by the test)")
 
 sys.meta_path.insert(0, NoTorch())
-from mtlser_lobes.cli import main
+from mtlser_lobes.inference.cli import main
 status = main(sys.argv[1:])
 assert "torch" not in sys.modules
 sys.exit(status)
@@ -209,9 +225,9 @@ def test_onnx_cli_refuses_a_folder_without_an_onnx_export(trained_experiment, te
 def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
     """A transformer CTC block exports (checked against torch by the export); an LSTM block is refused."""
     from mtlser_lobes.heads import CTCHead
-    from mtlser_lobes.interface import MTLSER
-    from mtlser_lobes.onnx_export import export_loaded_model
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.onnx_export import export_loaded_model
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"))
     hidden = model.mods.wav2vec2.model.config.hidden_size
@@ -230,9 +246,9 @@ def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
 
 def test_the_exported_input_checks_are_the_trainings(small_experiment, tmp_path):
     """min_duration_s and silence_peak travel from the experiment's hparams into the model folder."""
-    from mtlser_lobes.audio import AudioError
-    from mtlser_lobes.export import export_model
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.data.audio import AudioError
+    from mtlser_lobes.inference.export import export_model
+    from mtlser_lobes.inference.interface import MTLSER
 
     experiment = str(tmp_path / "experiment")
     shutil.copytree(small_experiment["folder"], experiment, ignore=shutil.ignore_patterns("model"))

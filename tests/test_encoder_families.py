@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from mtlser_lobes.helpers import prepared_rows
-from mtlser_lobes.tiny_encoder import main as tiny_encoder_main
+from mtlser_lobes.demo.tiny_encoder import main as tiny_encoder_main
 from recipe_helpers import TINY_ENCODER_OVERRIDES, brain_outputs, run_train
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ EMOTIONS = ("neu", "hap", "ang", "sad")
 def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, family, model_type, model_class):
     from transformers import AutoModel
 
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     encoder = str(tmp_path / f"tiny_{family}")
     tiny_encoder_main([encoder, "--family", family])
@@ -58,8 +58,8 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
             assert batched.probabilities[label] == pytest.approx(p, abs=1e-5)
 
     # ONNX: the export checks its graph against PyTorch (1e-4) and the runtime answers alike
-    from mtlser_lobes.onnx_export import export_onnx
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.onnx_export import export_onnx
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
     export_onnx(os.path.join(output, "model"), quantize=False)
     onnx_model = OnnxMTLSER(os.path.join(output, "model"))

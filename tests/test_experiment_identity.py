@@ -9,7 +9,7 @@ import pytest
 
 import train
 from conftest import RECIPE_DIR
-from mtlser_lobes.experiment_identity import (
+from mtlser_lobes.studies.experiment_identity import (
     ExperimentMismatch,
     check_output_folder,
     discard_experiment,

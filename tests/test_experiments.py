@@ -101,7 +101,7 @@ def test_grid_writes_every_output(study):
 
 
 def test_floors_are_trained_on_each_folds_own_split(study):
-    from mtlser_lobes.baselines import evaluate_floor, read_split_rows
+    from mtlser_lobes.studies.baselines import evaluate_floor, read_split_rows
 
     results = json.load(open(os.path.join(study["folder"], "results.json")))
     for fold in FOLD_NAMES:

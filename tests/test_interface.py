@@ -27,7 +27,7 @@ def experiment(trained_experiment):
 
 @pytest.fixture(scope="module")
 def model(experiment):
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     return MTLSER.from_hparams(source=experiment["model"], run_opts={"device": "cpu"})
 
@@ -42,7 +42,7 @@ def _rows(experiment, split):
 
 _FRESH_PROCESS = """
 import json, sys
-from mtlser_lobes.interface import MTLSER
+from mtlser_lobes.inference.interface import MTLSER
 model = MTLSER.from_hparams(source=sys.argv[1])
 print(json.dumps([model.predict_file(p).to_dict() for p in sys.argv[2:]]))
 """
@@ -116,7 +116,7 @@ def test_other_rates_and_stereo_are_converted_with_a_log_line(experiment, model,
 
     stereo = str(tmp_path / "stereo.wav")
     soundfile.write(stereo, np.stack([audio, audio], axis=1), rate, subtype="FLOAT")
-    with caplog.at_level(logging.INFO, logger="mtlser_lobes.interface"):
+    with caplog.at_level(logging.INFO, logger="mtlser_lobes.inference.interface"):
         mixed = model.predict_file(stereo)
     assert f"{stereo}: 16000 Hz stereo: mixed down to mono" in caplog.text
     assert mixed.probabilities == pytest.approx(reference.probabilities, abs=1e-5)
@@ -127,7 +127,7 @@ def test_other_rates_and_stereo_are_converted_with_a_log_line(experiment, model,
     high_rate = str(tmp_path / "44k_stereo.flac")
     soundfile.write(high_rate, np.stack([resampled, resampled], axis=1), 44100)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="mtlser_lobes.interface"):
+    with caplog.at_level(logging.INFO, logger="mtlser_lobes.inference.interface"):
         converted = model.predict_file(high_rate)
     assert f"{high_rate}: 44100 Hz stereo: resampled to 16000 Hz mono" in caplog.text
     assert converted.duration_s == pytest.approx(reference.duration_s, abs=0.01)
@@ -163,7 +163,7 @@ def _bad_files(folder):
 
 
 def test_every_bad_input_gets_its_own_clear_error(model, tmp_path):
-    from mtlser_lobes.interface import AudioError
+    from mtlser_lobes.inference.interface import AudioError
 
     for path, message in _bad_files(tmp_path / "bad").items():
         with pytest.raises(AudioError, match=".*".join(map(__import__("re").escape, [path, message]))):
@@ -185,7 +185,7 @@ def test_a_bad_item_does_not_stop_the_batch(experiment, model):
 
 _PEAK_MEMORY = """
 import json, resource, sys
-from mtlser_lobes.interface import MTLSER
+from mtlser_lobes.inference.interface import MTLSER
 model = MTLSER.from_hparams(source=sys.argv[1])
 timeline = model.predict_file(sys.argv[2], segment_s=10.0, batch_size=4)
 print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -263,7 +263,7 @@ def test_enrolled_unseen_speakers_are_recognised_and_others_are_unknown(experime
 
 def _infer(args):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "mtlser_lobes.cli", *args],
+    return subprocess.run([sys.executable, "-m", "mtlser_lobes.inference.cli", *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
@@ -323,10 +323,10 @@ def test_cli_log_lines_stay_off_the_progress_bar_and_long_files_get_a_timeline(e
 
     result = _infer([experiment["model"], stereo, long, path])
     assert result.returncode == 0, result.stderr[-3000:]
-    log_lines = [line for line in result.stderr.split("\n") if "INFO mtlser_lobes.interface" in line]
+    log_lines = [line for line in result.stderr.split("\n") if "INFO mtlser_lobes.inference.interface" in line]
     assert len(log_lines) == 2, result.stderr
     for line in log_lines:  # the bar's line is cleared ("\r") before a log line is written
-        assert line.split("\r")[-1].startswith("INFO mtlser_lobes.interface: "), repr(line)
+        assert line.split("\r")[-1].startswith("INFO mtlser_lobes.inference.interface: "), repr(line)
     assert f"{long}: 65 s is longer than 60 s: answered in windows of 10 s" in result.stderr
     rows = [row.split() for row in result.stdout.strip().splitlines()[1:]]
     starts = [row[1] for row in rows if row[0] == long]

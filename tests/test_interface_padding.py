@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtlser_lobes.interface import MTLSER
-from mtlser_lobes.tiny_encoder import save_tiny_encoder
+from mtlser_lobes.inference.interface import MTLSER
+from mtlser_lobes.demo.tiny_encoder import save_tiny_encoder
 
 LAYER_NORM = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}
 

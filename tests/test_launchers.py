@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from mtlser_lobes.experiments import RESULTS_FILE, launch
+from mtlser_lobes.studies.experiments import RESULTS_FILE, launch
 
 CELL = """
 import json, os, sys, time

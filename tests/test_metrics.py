@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
-from mtlser_lobes.metrics import EmotionMetricTracker, emotion_scores
+from mtlser_lobes.data.metrics import EmotionMetricTracker, emotion_scores
 
 LABELS = ["neu", "hap", "ang", "sad"]
 

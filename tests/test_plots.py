@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 def test_cli_plot_writes_the_timeline_png(small_experiment, tmp_path):
     from PIL import Image
 
-    from mtlser_lobes.plots import FIGURE_DPI, FIGURE_SIZE
+    from mtlser_lobes.inference.plots import FIGURE_DPI, FIGURE_SIZE
 
     wav = conversation(small_experiment, str(tmp_path / "talk.wav"), 12)
     duration = soundfile.info(wav).duration
     png = str(tmp_path / "talk.png")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.cli", small_experiment["model"], wav,
+    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.inference.cli", small_experiment["model"], wav,
                              "--segment_s", "3", "--plot", png, "--json"],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,7 +36,7 @@ def test_cli_plot_writes_the_timeline_png(small_experiment, tmp_path):
     # The same figure from Python, from the JSON line mtlser-infer printed: its axes.
     import json
 
-    from mtlser_lobes.plots import plot_timeline
+    from mtlser_lobes.inference.plots import plot_timeline
 
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     windows = answer["segments"]
@@ -66,12 +66,12 @@ def test_cli_plot_writes_the_timeline_png(small_experiment, tmp_path):
 def test_a_short_file_is_one_window_and_bad_plot_arguments_exit_2(small_experiment, tmp_path, capsys):
     from PIL import Image
 
-    from mtlser_lobes import cli
+    from mtlser_lobes.inference import cli
 
     wav = experiment_rows(small_experiment)[0]["wav"]
     png = str(tmp_path / "one.png")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.cli", small_experiment["model"], wav, "--plot", png,
+    result = subprocess.run([sys.executable, "-m", "mtlser_lobes.inference.cli", small_experiment["model"], wav, "--plot", png,
                              "--quiet"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = result.stdout.strip().splitlines()[1:]

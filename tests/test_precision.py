@@ -8,7 +8,7 @@ import soundfile
 import torch
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
-from mtlser_lobes.interface import MTLSER
+from mtlser_lobes.inference.interface import MTLSER
 from mtlser_lobes.precision import cpu_features, int8_note, resolve_precision
 
 

@@ -90,7 +90,7 @@ def test_speechbrain_debug_mode_runs_end_to_end(tmp_path, tiny_encoder, demo_rel
     ])
     assert os.path.isfile(os.path.join(output, "test_results.json"))
     assert not [name for name in os.listdir(os.path.join(output, "save")) if name.startswith("CKPT")]
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu"})
     with open(os.path.join(output, "test.csv")) as f:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtlser_lobes.text import BLANK_INDEX, CTC_CHARACTERS, ctc_label_encoder, normalize_transcript
+from mtlser_lobes.data.text import BLANK_INDEX, CTC_CHARACTERS, ctc_label_encoder, normalize_transcript
 
 
 @pytest.mark.parametrize(

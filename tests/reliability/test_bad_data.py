@@ -18,7 +18,7 @@ import soundfile as sf
 
 from iemocap_prepare import PreparationError, prepare_iemocap
 from iemocap_tree import build_tree
-from mtlser_lobes.audio import load_training_audio
+from mtlser_lobes.data.audio import load_training_audio
 
 WAV_DIR = os.path.join("Session{s}", "sentences", "wav", "Ses0{s}{dialog}")
 # (fault, session, dialog suffix, turn) -> the turn that gets it; every one is a kept 4-class turn

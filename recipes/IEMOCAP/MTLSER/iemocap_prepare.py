@@ -9,7 +9,7 @@ turn IDs of each split, so the split can be published and checked.
   other consensus code is dropped.
 * Speaker: session + the gender letter of the turn (``Ses01_F``), never the
   letter of the dialog name, which names the actor wearing the markers.
-* Words: normalised for CTC by :func:`mtlser_lobes.text.normalize_transcript`.
+* Words: normalised for CTC by :func:`mtlser_lobes.data.text.normalize_transcript`.
 * Protocols: ``loso`` tests on ``test_session`` and draws a seeded,
   emotion-stratified validation set from the other sessions, so no test
   speaker is in train or valid; ``random`` is the utterance-level random split
@@ -30,9 +30,9 @@ from sklearn.model_selection import train_test_split
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
-from mtlser_lobes.audio import AudioError, inspect_wav
+from mtlser_lobes.data.audio import AudioError, inspect_wav
 from mtlser_lobes.helpers import write_text_atomically
-from mtlser_lobes.text import dropped_characters, normalize_transcript
+from mtlser_lobes.data.text import dropped_characters, normalize_transcript
 
 logger = get_logger(__name__)
 

@@ -35,7 +35,7 @@ A lever study: emotion only, the multi-task default, and one row per
 
 Every study also reports floors computed on exactly the same splits
 (``--floors``, default: majority class, MFCC and filterbank statistics with
-logistic regression; see ``mtlser_lobes.baselines``), with paired tests of
+logistic regression; see ``mtlser_lobes.studies.baselines``), with paired tests of
 every configuration against them.
 
 Any other ``--key value`` is passed to every ``train.py`` run (e.g.
@@ -60,9 +60,9 @@ import sys
 
 from speechbrain.utils.logger import get_logger
 
-from mtlser_lobes import experiments
-from mtlser_lobes.baselines import FLOORS, evaluate_floor, read_split_rows, write_floor_results
-from mtlser_lobes.demo_corpus import generate_demo_corpus
+from mtlser_lobes.studies import experiments
+from mtlser_lobes.studies.baselines import FLOORS, evaluate_floor, read_split_rows, write_floor_results
+from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
 from mtlser_lobes.helpers import write_text_atomically
 
 RECIPE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -32,7 +32,7 @@ training-related run options such as ``--debug``) is recorded in
 identity differs stops before touching the folder and names what differs; give
 it a fresh ``--output_folder``, or add ``--overwrite`` to discard the old
 experiment. A folder from before these records is compared through its saved
-``hyperparams.yaml`` (see ``mtlser_lobes.experiment_identity``).
+``hyperparams.yaml`` (see ``mtlser_lobes.studies.experiment_identity``).
 
 The options are checked (numbers, choices, the sessions and speakers of the data
 folder) before anything is written or loaded. A mistake the user must fix
@@ -66,10 +66,10 @@ from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: 
 from speechbrain.utils.logger import get_logger  # noqa: E402
 from speechbrain.utils.run_opts import RunOptions  # noqa: E402
 
-from mtlser_lobes.audio import load_training_audio  # noqa: E402
+from mtlser_lobes.data.audio import load_training_audio  # noqa: E402
 from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
-from mtlser_lobes.demo_corpus import generate_demo_corpus  # noqa: E402
-from mtlser_lobes.experiment_identity import (  # noqa: E402
+from mtlser_lobes.demo.demo_corpus import generate_demo_corpus  # noqa: E402
+from mtlser_lobes.studies.experiment_identity import (  # noqa: E402
     ExperimentMismatch,
     check_output_folder,
     discard_experiment,
@@ -78,12 +78,12 @@ from mtlser_lobes.experiment_identity import (  # noqa: E402
     keys_unknown_to_old_folder,
     write_identity,
 )
-from mtlser_lobes.export import export_model  # noqa: E402
+from mtlser_lobes.inference.export import export_model  # noqa: E402
 from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS, STATS_NORMS  # noqa: E402
 from mtlser_lobes.precision import PRECISIONS, resolve_precision  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
-from mtlser_lobes.metrics import EmotionMetricTracker  # noqa: E402
-from mtlser_lobes.text import ctc_label_encoder  # noqa: E402
+from mtlser_lobes.data.metrics import EmotionMetricTracker  # noqa: E402
+from mtlser_lobes.data.text import ctc_label_encoder  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -616,7 +616,7 @@ def check_options(values):
     Arguments
     ---------
     values : dict
-        Resolved top-level hparams (``mtlser_lobes.experiment_identity.hparams_values``).
+        Resolved top-level hparams (``mtlser_lobes.studies.experiment_identity.hparams_values``).
 
     Returns
     -------

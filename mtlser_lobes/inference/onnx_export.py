@@ -15,7 +15,7 @@
 - ``config.json``: everything else inference needs (classes, CTC characters,
   speakers, the speaker gallery, thresholds); no YAML, nothing executable.
 
-:class:`mtlser_lobes.onnx_runtime.OnnxMTLSER` answers files from that folder
+:class:`mtlser_lobes.inference.onnx_runtime.OnnxMTLSER` answers files from that folder
 with ``onnxruntime``, numpy, soundfile and scipy only. Every export is checked:
 the fp32 graph must give the PyTorch model's outputs within ``tolerance`` on a
 random utterance, or the export fails.
@@ -41,7 +41,7 @@ OPSET = 18
 
 
 class InferenceGraph(torch.nn.Module):
-    """The forward pass of :class:`~mtlser_lobes.interface.MTLSER` as one traceable module.
+    """The forward pass of :class:`~mtlser_lobes.inference.interface.MTLSER` as one traceable module.
 
     It computes what ``MTLSER.forward`` computes (the encoder lobe's
     normalisation and padding mask, the heads on every hidden state or the
@@ -58,8 +58,8 @@ class InferenceGraph(torch.nn.Module):
     Example
     -------
     >>> import tempfile
-    >>> from mtlser_lobes.interface import MTLSER
-    >>> from mtlser_lobes.tiny_encoder import save_tiny_wav2vec2
+    >>> from mtlser_lobes.inference.interface import MTLSER
+    >>> from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
     >>> model = MTLSER.untrained(save_tiny_wav2vec2(tempfile.mkdtemp()), tempfile.mkdtemp())
     >>> graph = InferenceGraph(model.mods)
     >>> outputs = graph(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
@@ -154,7 +154,7 @@ def export_onnx(model_folder, onnx_folder=None, quantize=True, tolerance=1e-4, s
     Arguments
     ---------
     model_folder : str
-        A folder written by :func:`mtlser_lobes.export.export_model`.
+        A folder written by :func:`mtlser_lobes.inference.export.export_model`.
     onnx_folder : str, optional
         Destination, default ``<model_folder>/onnx``; replaced whole.
     quantize : bool
@@ -175,7 +175,7 @@ def export_onnx(model_folder, onnx_folder=None, quantize=True, tolerance=1e-4, s
     ValueError
         When the exported graph does not reproduce the PyTorch outputs.
     """
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
 
     model_folder = os.path.abspath(model_folder)
     model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu"})

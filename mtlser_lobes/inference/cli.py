@@ -11,7 +11,7 @@ Folders are searched recursively for audio files. Prints a table (or one JSON
 object per file with ``--json``); a file that cannot be processed gets an
 error row and a line on stderr. Files longer than 60 s are answered window by
 window (a timeline) even without ``--segment_s``. ``--plot OUT.png`` draws one
-file's timeline (:func:`mtlser_lobes.plots.plot_timeline`; windows of 10 s
+file's timeline (:func:`mtlser_lobes.inference.plots.plot_timeline`; windows of 10 s
 unless ``--segment_s`` is given). The exit status is 0 when at
 least one file was answered, 1 when none was, 2 for bad arguments (one line on
 stderr, no traceback).
@@ -253,11 +253,11 @@ def main(argv=None):
 
     from tqdm import tqdm
 
-    from mtlser_lobes.audio import AudioError
+    from mtlser_lobes.data.audio import AudioError
 
     if args.backend == "torch":
-        from mtlser_lobes.interface import MTLSER
-        from mtlser_lobes.safe_loading import UnsafeModelError
+        from mtlser_lobes.inference.interface import MTLSER
+        from mtlser_lobes.inference.safe_loading import UnsafeModelError
 
         try:
             model = MTLSER.from_hparams(source=args.model_dir, trust=args.trust,
@@ -267,7 +267,7 @@ def main(argv=None):
             return 2
         min_duration_s = model.hparams.min_duration_s
     else:
-        from mtlser_lobes.onnx_runtime import OnnxMTLSER
+        from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
         model = OnnxMTLSER(args.onnx_dir, quantized=args.backend == "onnx-int8", threads=args.threads)
         min_duration_s = model.config["min_duration_s"]
@@ -311,7 +311,7 @@ def main(argv=None):
         print(_table(results))
     answered = sum(1 for r in results if not r.get("error"))
     if args.plot and answered:
-        from mtlser_lobes.plots import plot_timeline
+        from mtlser_lobes.inference.plots import plot_timeline
 
         plot_timeline(results[0], args.plot)
         if not args.quiet:
@@ -322,11 +322,11 @@ def main(argv=None):
 
 
 def export_main(argv=None):
-    """Entry point of ``mtlser-export`` (see :func:`mtlser_lobes.export.main`)."""
+    """Entry point of ``mtlser-export`` (see :func:`mtlser_lobes.inference.export.main`)."""
     from mtlser_lobes.quiet import silence_library_noise
 
     silence_library_noise()
-    from mtlser_lobes.export import main as export
+    from mtlser_lobes.inference.export import main as export
 
     return export(argv)
 

@@ -8,9 +8,9 @@
 then open http://127.0.0.1:7860. Record from the microphone or upload a file:
 the page shows the emotion with a bar per class probability, the transcript,
 the speaker (or "unknown") with its cosine score, and, for a recording longer
-than one window, the emotion timeline (:func:`mtlser_lobes.plots.plot_timeline`)
+than one window, the emotion timeline (:func:`mtlser_lobes.inference.plots.plot_timeline`)
 with a table of the windows below it. "Enroll this speaker" adds the voice of
-the current recording under a name (:meth:`~mtlser_lobes.interface.MTLSER.enroll`;
+the current recording under a name (:meth:`~mtlser_lobes.inference.interface.MTLSER.enroll`;
 each further recording under the same name is added to it); later answers name
 that speaker. The model card's test metrics are shown at the bottom.
 
@@ -134,7 +134,7 @@ class Demo:
 
     Arguments
     ---------
-    model : mtlser_lobes.interface.MTLSER
+    model : mtlser_lobes.inference.interface.MTLSER
         The loaded model.
     model_dir : str, optional
         Its folder (for the model card).
@@ -161,7 +161,7 @@ class Demo:
     @classmethod
     def from_model_dir(cls, model_dir, device="cpu", window_s=None, trust="safe", precision="auto"):
         """Loads the model folder (see :meth:`MTLSER.from_hparams`, ``trust`` included) and wraps it."""
-        from mtlser_lobes.interface import MTLSER
+        from mtlser_lobes.inference.interface import MTLSER
 
         model = MTLSER.from_hparams(source=model_dir, trust=trust,
                                     run_opts={"device": device, "precision": precision})
@@ -200,8 +200,8 @@ class Demo:
             With ``message`` saying why, and the other fields empty, when the
             audio cannot be answered.
         """
-        from mtlser_lobes.interface import AudioError
-        from mtlser_lobes.plots import plot_timeline
+        from mtlser_lobes.inference.interface import AudioError
+        from mtlser_lobes.inference.plots import plot_timeline
 
         if not path:
             return Analysis(message="Record or upload some speech first.")
@@ -258,7 +258,7 @@ class Demo:
         str
             What was done, or why not (Markdown).
         """
-        from mtlser_lobes.interface import AudioError
+        from mtlser_lobes.inference.interface import AudioError
 
         name = (name or "").strip()
         if not name:
@@ -372,7 +372,7 @@ def main(argv=None):
         print(f"mtlser-demo: error: {error}", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mtlser_lobes.cli import UsageError, _log_to_stderr, check_device, check_precision
+    from mtlser_lobes.inference.cli import UsageError, _log_to_stderr, check_device, check_precision
 
     try:
         check_device(args.device)
@@ -381,7 +381,7 @@ def main(argv=None):
         print(f"mtlser-demo: error: {error}", file=sys.stderr)
         return 2
     _log_to_stderr(quiet=False)
-    from mtlser_lobes.safe_loading import UnsafeModelError
+    from mtlser_lobes.inference.safe_loading import UnsafeModelError
 
     try:
         demo = Demo.from_model_dir(args.model_dir, device=args.device, window_s=args.window_s, trust=args.trust,

@@ -1,7 +1,7 @@
 """The answers of a model, whichever backend computed them (PyTorch or ONNX Runtime).
 
 Plain dataclasses with no dependency, so the ONNX Runtime path
-(:mod:`mtlser_lobes.onnx_runtime`) answers without importing torch.
+(:mod:`mtlser_lobes.inference.onnx_runtime`) answers without importing torch.
 
 Example
 -------

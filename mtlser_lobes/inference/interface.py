@@ -1,8 +1,8 @@
 """Inference: emotion, transcript and speaker of any audio, in one encoder pass.
 
-Load a folder written by :mod:`mtlser_lobes.export` (or ``train.py``)::
+Load a folder written by :mod:`mtlser_lobes.inference.export` (or ``train.py``)::
 
-    from mtlser_lobes.interface import MTLSER
+    from mtlser_lobes.inference.interface import MTLSER
     model = MTLSER.from_hparams(source="results/.../model")
     prediction = model.predict_file("speech.wav")
     prediction.emotion, prediction.probabilities, prediction.text, prediction.speaker
@@ -35,10 +35,10 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
-from mtlser_lobes.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
+from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
 from mtlser_lobes.precision import resolve_precision
-from mtlser_lobes.predictions import Prediction, Segment, Timeline, answer_files, overall_answer, stream_windows
+from mtlser_lobes.inference.predictions import Prediction, Segment, Timeline, answer_files, overall_answer, stream_windows
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
 logger = get_logger(__name__)
@@ -130,7 +130,7 @@ class MTLSER(Pretrained):
 
     @classmethod
     def from_hparams(cls, source, hparams_file="hyperparams.yaml", trust="safe", **kwargs):
-        """Loads a model folder (or hub repository) written by :mod:`mtlser_lobes.export`.
+        """Loads a model folder (or hub repository) written by :mod:`mtlser_lobes.inference.export`.
 
         Arguments
         ---------
@@ -140,7 +140,7 @@ class MTLSER(Pretrained):
             The HyperPyYAML file in it.
         trust : str
             ``"safe"`` (default): the file is first read as plain YAML and
-            refused (:class:`~mtlser_lobes.safe_loading.UnsafeModelError`, naming
+            refused (:class:`~mtlser_lobes.inference.safe_loading.UnsafeModelError`, naming
             the line) if any ``!new:``/``!name:``/``!apply:``/``!module:`` tag
             points outside the classes an exported model uses, so a tampered
             folder's code never runs. ``"all"``: SpeechBrain's behaviour, any
@@ -151,7 +151,7 @@ class MTLSER(Pretrained):
         """
         from speechbrain.utils.fetching import FetchConfig, LocalStrategy, fetch
 
-        from mtlser_lobes.safe_loading import TRUST_LEVELS, check_hyperparams
+        from mtlser_lobes.inference.safe_loading import TRUST_LEVELS, check_hyperparams
 
         if trust not in TRUST_LEVELS:
             raise ValueError(f"trust must be one of {TRUST_LEVELS}, not {trust!r}")
@@ -189,7 +189,7 @@ class MTLSER(Pretrained):
 
         from mtlser_lobes.heads import CTCHead, EmotionHead, SpeakerHead
         from mtlser_lobes.speakers import SpeakerGallery
-        from mtlser_lobes.text import ctc_label_encoder
+        from mtlser_lobes.data.text import ctc_label_encoder
 
         torch.manual_seed(seed)
         encoder = Wav2Vec2(encoder_source, save_path=savedir, freeze=True)

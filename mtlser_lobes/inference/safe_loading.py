@@ -7,7 +7,7 @@ loaded. A folder received from someone else could therefore run
 ``!apply:os.system`` on the machine that loads it. :func:`check_hyperparams`
 reads the file as plain YAML (no object is built, nothing is imported) and
 refuses it unless every tag is plain data, a HyperPyYAML reference, or points
-at one of the classes and functions that :mod:`mtlser_lobes.export` writes
+at one of the classes and functions that :mod:`mtlser_lobes.inference.export` writes
 (:data:`SAFE_TARGETS`). ``MTLSER.from_hparams(..., trust="safe")``, the
 default, and ``mtlser-infer`` run it before loading anything.
 
@@ -17,7 +17,7 @@ Example
 >>> check_hyperparams(text="sample_rate: 16000\\nx: !apply:os.system [echo hi]\\n")
 Traceback (most recent call last):
     ...
-mtlser_lobes.safe_loading.UnsafeModelError: hyperparams.yaml line 2: !apply:os.system is not a class or function an exported MTLSER model uses; load the folder with trust="all" (mtlser-infer --trust all) only if you trust whoever made it
+mtlser_lobes.inference.safe_loading.UnsafeModelError: hyperparams.yaml line 2: !apply:os.system is not a class or function an exported MTLSER model uses; load the folder with trust="all" (mtlser-infer --trust all) only if you trust whoever made it
 """
 
 import yaml
@@ -35,7 +35,8 @@ SAFE_TARGETS = frozenset({
     "mtlser_lobes.heads.CTCHead",
     "mtlser_lobes.heads.SpeakerHead",
     "mtlser_lobes.speakers.SpeakerGallery",
-    "mtlser_lobes.export.load_safetensors",
+    "mtlser_lobes.inference.export.load_safetensors",
+    "mtlser_lobes.export.load_safetensors",  # folders exported before the move to inference/
     "speechbrain.dataio.encoder.CategoricalEncoder",
     "speechbrain.dataio.encoder.CTCTextEncoder",
     "speechbrain.utils.parameter_transfer.Pretrainer",

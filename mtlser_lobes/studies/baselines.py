@@ -22,9 +22,9 @@ import os
 import numpy as np
 import torch
 
-from mtlser_lobes.audio import load_training_audio
+from mtlser_lobes.data.audio import load_training_audio
 from mtlser_lobes.helpers import prepared_rows, write_text_atomically
-from mtlser_lobes.metrics import emotion_scores
+from mtlser_lobes.data.metrics import emotion_scores
 
 __all__ = ["FLOORS", "utterance_statistics", "evaluate_floor", "write_floor_results"]
 

@@ -10,7 +10,7 @@ architecture and convolutional front end (stride 320: 50 frames per second at
 
 Usage::
 
-    mtlser-tiny-encoder tiny_wav2vec2                  # or: python -m mtlser_lobes.tiny_encoder tiny_wav2vec2
+    mtlser-tiny-encoder tiny_wav2vec2                  # or: python -m mtlser_lobes.demo.tiny_encoder tiny_wav2vec2
     mtlser-tiny-encoder tiny_wavlm --family wavlm      # hubert | wavlm | data2vec as well
     mtlser-tiny-encoder small_wav2vec2 --preset small  # about 1 M parameters instead of 0.1 M
 

@@ -2,15 +2,15 @@
 
 ::
 
-    from mtlser_lobes.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
     model = OnnxMTLSER("results/.../model/onnx")            # or quantized=True for model.int8.onnx
     model.predict_file("speech.wav").emotion
 
-The answers are the :class:`~mtlser_lobes.predictions.Prediction` /
-:class:`~mtlser_lobes.predictions.Timeline` objects of the PyTorch interface,
+The answers are the :class:`~mtlser_lobes.inference.predictions.Prediction` /
+:class:`~mtlser_lobes.inference.predictions.Timeline` objects of the PyTorch interface,
 computed the same way: audio read with soundfile, mixed to mono and resampled
 (polyphase, scipy) to the model's rate, checked (empty, too short, silent,
-non-finite: :class:`~mtlser_lobes.audio.AudioError`), encoded one file at a time
+non-finite: :class:`~mtlser_lobes.data.audio.AudioError`), encoded one file at a time
 when the encoder's output depends on padding (group-norm feature extractor)
 and in padded batches otherwise, greedy CTC decoding, open-set speaker
 identification with enrolment. Files longer than ``auto_segment_after_s`` are
@@ -26,9 +26,9 @@ from fractions import Fraction
 import numpy as np
 import soundfile
 
-from mtlser_lobes.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
+from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
 from mtlser_lobes.precision import int8_note
-from mtlser_lobes.predictions import Prediction, answer_files, overall_answer, stream_windows
+from mtlser_lobes.inference.predictions import Prediction, answer_files, overall_answer, stream_windows
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
 
@@ -63,7 +63,7 @@ class OnnxMTLSER:
     Arguments
     ---------
     folder : str
-        An ONNX folder written by :func:`mtlser_lobes.onnx_export.export_onnx`
+        An ONNX folder written by :func:`mtlser_lobes.inference.onnx_export.export_onnx`
         (``model.onnx``, ``config.json``), or the model folder that holds it
         in ``onnx/``.
     quantized : bool

@@ -1,6 +1,6 @@
 """Pictures of the model's answers: the emotion timeline of one recording.
 
-:func:`plot_timeline` draws what :meth:`mtlser_lobes.interface.MTLSER.predict_file`
+:func:`plot_timeline` draws what :meth:`mtlser_lobes.inference.interface.MTLSER.predict_file`
 answers: time on x; per window the emotion probabilities stacked (they sum to
 one), the speaker (its name and cosine score, a dashed line where it changes)
 and the transcript below. ``mtlser-infer MODEL a.wav --plot a.png`` and the
@@ -36,7 +36,7 @@ def timeline_windows(result):
     ---------
     result : Timeline, Prediction or dict
         What ``predict_file`` returns, or its ``to_dict()`` (one line of
-        ``mtlser-infer --json``). A :class:`~mtlser_lobes.interface.Prediction`
+        ``mtlser-infer --json``). A :class:`~mtlser_lobes.inference.interface.Prediction`
         (a file answered whole) is one window from 0 to its duration.
 
     Returns
@@ -86,7 +86,7 @@ def plot_timeline(result, path=None, title=None):
     Arguments
     ---------
     result : Timeline, Prediction or dict
-        What :meth:`~mtlser_lobes.interface.MTLSER.predict_file` answers (with
+        What :meth:`~mtlser_lobes.inference.interface.MTLSER.predict_file` answers (with
         ``segment_s`` for a timeline), or its ``to_dict()``.
     path : str, optional
         Where to save the figure (the format follows the extension: ``.png``,

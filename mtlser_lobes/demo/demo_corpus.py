@@ -14,7 +14,7 @@ Generation is seeded and deterministic.
 
 Usage::
 
-    python -m mtlser_lobes.demo_corpus data/demo     # writes data/demo/IEMOCAP_full_release
+    python -m mtlser_lobes.demo.demo_corpus data/demo     # writes data/demo/IEMOCAP_full_release
 
 Example
 -------
@@ -38,7 +38,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from mtlser_lobes.speech_synthesis import EspeakSynthesizer
+from mtlser_lobes.demo.speech_synthesis import EspeakSynthesizer
 
 __all__ = ["EMOTION_PROSODY", "generate_demo_corpus"]
 
@@ -225,7 +225,7 @@ def generate_demo_corpus(
     with open(os.path.join(root, "Documentation", "README.txt"), "w") as readme:
         readme.write(
             "Synthetic demo corpus in the layout of IEMOCAP_full_release, made by "
-            "mtlser_lobes.demo_corpus (espeak-ng voices, emotion-dependent prosody).\n"
+            "mtlser_lobes.demo.demo_corpus (espeak-ng voices, emotion-dependent prosody).\n"
         )
     # espeak-ng carries internal state from one utterance to the next, so the
     # audio is only reproducible for a fixed sequence of calls in a fresh
@@ -247,7 +247,7 @@ def generate_demo_corpus(
 
 
 def main(argv=None):
-    """Command line: ``python -m mtlser_lobes.demo_corpus SAVE_FOLDER [options]``."""
+    """Command line: ``python -m mtlser_lobes.demo.demo_corpus SAVE_FOLDER [options]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("save_folder")
     parser.add_argument("--dialogs_per_session", type=int, default=6)

@@ -1,0 +1,1 @@
+"""The offline stand-ins: the synthetic demo corpus, its speech synthesis, tiny randomly initialised encoders."""

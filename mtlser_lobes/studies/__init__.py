@@ -1,0 +1,1 @@
+"""Cross-validated studies: cells and launchers, the experiment identity, classical floors."""
