@@ -28,17 +28,18 @@ there logs a warning (``benchmarks/README.md`` gives both machines' figures).
 
 import os
 
-import soundfile
 import torch
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
-from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
+from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, read_audio_file, waveform_problem
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
 from mtlser_lobes.precision import resolve_precision
-from mtlser_lobes.inference.predictions import Prediction, Segment, Timeline, answer_files, overall_answer, stream_windows
+from mtlser_lobes.inference.predictions import (
+    Prediction, Segment, Timeline, answer_files, automatic_segment_s, predict_windows,
+)
 from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
 
 logger = get_logger(__name__)
@@ -419,64 +420,31 @@ class MTLSER(Pretrained):
         lens = torch.tensor([w.shape[0] / longest for w in wavs])
         return self._predict_checked(batch, lens, names)
 
-    def _automatic_segment_s(self, path):
-        """``auto_segment_s`` when the file is longer than ``auto_segment_after_s``, else None.
+    # Long recordings: the loop of predictions.predict_windows, with this backend's parts.
+    decode_errors, error_type = DECODE_ERRORS, AudioError
 
-        Reads the header only; a file whose header cannot be read is left to
-        :meth:`load_audio`, which reports why.
-        """
-        if self.auto_segment_after_s is None or not os.path.isfile(path):
-            return None
-        try:
-            info = soundfile.info(path)
-        except DECODE_ERRORS:
-            return None
-        duration = info.frames / info.samplerate if info.samplerate else 0.0
-        if duration <= self.auto_segment_after_s:
-            return None
-        logger.info(
-            f"{path}: {duration:.0f} s is longer than {self.auto_segment_after_s:g} s: answered in windows of "
-            f"{self.auto_segment_s:g} s, streamed (segment_s sets the window)"
-        )
-        return float(self.auto_segment_s)
+    @property
+    def min_duration_s(self):
+        return self.hparams.min_duration_s
+
+    def _automatic_segment_s(self, path):
+        return automatic_segment_s(path, self.auto_segment_after_s, self.auto_segment_s, DECODE_ERRORS)
 
     def _predict_long(self, path, segment_s, batch_size):
-        """Streams a file window by window into a :class:`Timeline`."""
-        if segment_s < self.hparams.min_duration_s:
-            raise ValueError(f"segment_s must be at least {self.hparams.min_duration_s} s, not {segment_s}")
-        check_is_file(path)
-        segments, embeddings, pending = [], [], []
+        return predict_windows(path, segment_s, batch_size, self)
 
-        def flush():
-            if not pending:
-                return
-            outputs = self.forward(torch.stack([wav for _, wav in pending]))
-            segment_list = [segment for segment, _ in pending]
-            answers = self._answer(outputs, [path] * len(pending), [s.end_s - s.start_s for s in segment_list])
-            for segment, answer, output in zip(segment_list, answers, outputs):
-                for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
-                    setattr(segment, key, getattr(answer, key))
-                embeddings.append(output["embedding"].float().cpu().numpy())
-            pending.clear()
+    def _first_window(self, path, audio, rate):
+        if rate != self.sample_rate or audio.shape[1] != 1:
+            logger.info(f"{path}: {self._describe(rate, audio.shape[1])}: resampled to "
+                        f"{self.sample_rate} Hz mono, window by window")
 
-        for segment, audio, rate in stream_windows(path, segment_s, DECODE_ERRORS, AudioError):
-            if not segments and (rate != self.sample_rate or audio.shape[1] != 1):
-                logger.info(f"{path}: {self._describe(rate, audio.shape[1])}: resampled to "
-                            f"{self.sample_rate} Hz mono, window by window")
-            segments.append(segment)
-            try:
-                wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
-            except AudioError as error:
-                segment.error = str(error)
-                continue
-            if pending and pending[0][1].shape[0] != wav.shape[0]:
-                flush()
-            pending.append((segment, wav))
-            if len(pending) >= batch_size:
-                flush()
-        flush()
-        return overall_answer(path, segments, embeddings, self.emotion_classes,
-                              lambda embedding: self.identify(torch.from_numpy(embedding)), AudioError)
+    def _answer_windows(self, wavs, path, durations):
+        outputs = self.forward(torch.stack(wavs))
+        answers = self._answer(outputs, [path] * len(wavs), durations)
+        return [(answer, output["embedding"].float().cpu().numpy()) for answer, output in zip(answers, outputs)]
+
+    def _identify_one(self, embedding):
+        return self.identify(torch.from_numpy(embedding))
 
     # --------------------------------------------------------------- speakers
     @property

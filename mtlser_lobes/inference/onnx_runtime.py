@@ -24,11 +24,10 @@ import os
 from fractions import Fraction
 
 import numpy as np
-import soundfile
 
-from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, check_is_file, read_audio_file, waveform_problem
+from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, read_audio_file, waveform_problem
 from mtlser_lobes.precision import int8_note
-from mtlser_lobes.inference.predictions import Prediction, answer_files, overall_answer, stream_windows
+from mtlser_lobes.inference.predictions import Prediction, answer_files, automatic_segment_s, predict_windows
 
 __all__ = ["OnnxMTLSER", "ctc_greedy_text"]
 
@@ -212,46 +211,26 @@ class OnnxMTLSER:
         """Waveforms (time,) of several files -> their predictions."""
         return self._answer(self._encode(wavs), names, [len(w) / self.sample_rate for w in wavs])
 
+    # Long recordings: the loop of predictions.predict_windows, with this backend's parts.
+    decode_errors, error_type = DECODE_ERRORS, AudioError
+
+    @property
+    def min_duration_s(self):
+        return self.config["min_duration_s"]
+
     def _automatic_segment_s(self, path):
-        if self.auto_segment_after_s is None or not os.path.isfile(path):
-            return None
-        try:
-            info = soundfile.info(path)
-        except DECODE_ERRORS:
-            return None
-        duration = info.frames / info.samplerate if info.samplerate else 0.0
-        return float(self.auto_segment_s) if duration > self.auto_segment_after_s else None
+        return automatic_segment_s(path, self.auto_segment_after_s, self.auto_segment_s, DECODE_ERRORS)
 
     def _predict_long(self, path, segment_s, batch_size):
-        """Streams a file window by window into a :class:`Timeline`."""
-        if segment_s < self.config["min_duration_s"]:
-            raise ValueError(f"segment_s must be at least {self.config['min_duration_s']} s, not {segment_s}")
-        check_is_file(path)
-        segments, pending, embeddings = [], [], []
+        return predict_windows(path, segment_s, batch_size, self)
 
-        def flush():
-            encoded = self._encode([wav for _, wav in pending])
-            windows = [segment for segment, _ in pending]
-            answers = self._answer(encoded, [path] * len(windows), [s.end_s - s.start_s for s in windows])
-            for segment, answer, (_, _, embedding) in zip(windows, answers, encoded):
-                for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
-                    setattr(segment, key, getattr(answer, key))
-                embeddings.append(embedding)
-            pending.clear()
+    def _answer_windows(self, wavs, path, durations):
+        encoded = self._encode(wavs)
+        answers = self._answer(encoded, [path] * len(wavs), durations)
+        return [(answer, embedding) for answer, (_, _, embedding) in zip(answers, encoded)]
 
-        for segment, audio, rate in stream_windows(path, segment_s, DECODE_ERRORS, AudioError):
-            segments.append(segment)
-            try:
-                wav = self._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
-            except AudioError as error:
-                segment.error = str(error)
-                continue
-            pending.append((segment, wav))
-            if len(pending) >= batch_size:
-                flush()
-        if pending:
-            flush()
-        return overall_answer(path, segments, embeddings, self.emotion_classes, self.identify, AudioError)
+    def _identify_one(self, embedding):
+        return self.identify(embedding)
 
     # --------------------------------------------------------------- speakers
     @property

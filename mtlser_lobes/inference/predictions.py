@@ -12,9 +12,16 @@ Example
 'ang'
 """
 
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Prediction", "Segment", "Timeline", "answer_files", "stream_windows", "overall_answer"]
+__all__ = [
+    "Prediction", "Segment", "Timeline", "answer_files", "automatic_segment_s", "overall_answer",
+    "predict_windows", "stream_windows",
+]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,6 +131,88 @@ def stream_windows(path, segment_s, decode_errors, error_type):
             segment.duration_s = round(segment.end_s - segment.start_s, 3)
             start += audio.shape[0]
             yield segment, audio, rate
+
+
+def automatic_segment_s(path, after_s, segment_s, decode_errors):
+    """``segment_s`` when the file lasts longer than ``after_s`` seconds, else None.
+
+    Reads the header only; a file whose header cannot be read is left to the
+    backend's loading, which reports why. ``after_s`` None: never.
+    """
+    import soundfile
+
+    if after_s is None or not os.path.isfile(path):
+        return None
+    try:
+        info = soundfile.info(path)
+    except decode_errors:
+        return None
+    duration = info.frames / info.samplerate if info.samplerate else 0.0
+    if duration <= after_s:
+        return None
+    logger.info(f"{path}: {duration:.0f} s is longer than {after_s:g} s: answered in windows of "
+                f"{segment_s:g} s, streamed (segment_s sets the window)")
+    return float(segment_s)
+
+
+def predict_windows(path, segment_s, batch_size, backend):
+    """Streams a file window by window into a :class:`Timeline` (both backends' long-audio loop).
+
+    Windows are answered ``batch_size`` at a time; a batch holds windows of one
+    length only (the last, shorter window goes alone), so no window is padded.
+
+    Arguments
+    ---------
+    path : str
+        The audio file.
+    segment_s : float
+        Window length in seconds.
+    batch_size : int
+        Windows answered together.
+    backend : object
+        The interface: ``min_duration_s``, ``emotion_classes``, ``decode_errors``,
+        ``error_type``, ``_to_model_audio(audio, rate, name, log)``,
+        ``_answer_windows(wavs, path, durations)`` -> [(Prediction, embedding)],
+        ``_identify_one(embedding)`` -> (labels, scores), and optionally
+        ``_first_window(path, audio, rate)`` (a log line about resampling).
+
+    Returns
+    -------
+    Timeline
+    """
+    from mtlser_lobes.data.audio import check_is_file
+
+    if segment_s < backend.min_duration_s:
+        raise ValueError(f"segment_s must be at least {backend.min_duration_s} s, not {segment_s}")
+    check_is_file(path)
+    segments, embeddings, pending = [], [], []
+    for segment, audio, rate in stream_windows(path, segment_s, backend.decode_errors, backend.error_type):
+        if not segments and hasattr(backend, "_first_window"):
+            backend._first_window(path, audio, rate)
+        segments.append(segment)
+        try:
+            wav = backend._to_model_audio(audio, rate, f"{path} [{segment.start_s}-{segment.end_s} s]", log=False)
+        except backend.error_type as error:
+            segment.error = str(error)
+            continue
+        if pending and (len(pending) >= batch_size or len(pending[0][1]) != len(wav)):
+            embeddings += _answer_pending(backend, path, pending)
+            pending = []
+        pending.append((segment, wav))
+    if pending:
+        embeddings += _answer_pending(backend, path, pending)
+    return overall_answer(path, segments, embeddings, backend.emotion_classes, backend._identify_one,
+                          backend.error_type)
+
+
+def _answer_pending(backend, path, pending):
+    """Answers a batch of windows into their segments; returns their speaker embeddings."""
+    windows = [segment for segment, _ in pending]
+    answered = backend._answer_windows([wav for _, wav in pending], path, [s.end_s - s.start_s for s in windows])
+    for segment, (answer, _) in zip(windows, answered):
+        for key in ("emotion", "probabilities", "text", "speaker", "speaker_score"):
+            setattr(segment, key, getattr(answer, key))
+    return [embedding for _, embedding in answered]
 
 
 def overall_answer(path, segments, embeddings, emotion_classes, identify, error_type):

@@ -32,7 +32,7 @@ def test_a_file_over_60_s_is_answered_by_a_timeline_with_a_log_line(model, tmp_p
 
     long = _noise_wav(tmp_path / "long.wav", 75)
     short = _noise_wav(tmp_path / "short.wav", 30)
-    with caplog.at_level(logging.INFO, logger="mtlser_lobes.inference.interface"):
+    with caplog.at_level(logging.INFO, logger="mtlser_lobes.inference"):
         timeline = model.predict_file(long)
     assert f"{long}: 75 s is longer than 60 s: answered in windows of 10 s" in caplog.text
     assert isinstance(timeline, Timeline)
