@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 
+from mtlser_lobes.artifacts import HYPERPARAMS, ONNX_CONFIG, ONNX_FOLDER
 from mtlser_lobes.precision import PRECISIONS
 
 __all__ = ["main", "AUDIO_EXTENSIONS"]
@@ -201,7 +202,7 @@ def _parse_args(argv):
     args = parser.parse_args(argv)
     args.enroll = _parse_enroll(args.enroll)
     if args.backend == "torch":
-        if not os.path.isfile(os.path.join(args.model_dir, "hyperparams.yaml")):
+        if not os.path.isfile(os.path.join(args.model_dir, HYPERPARAMS)):
             raise UsageError(f"{args.model_dir} is not a model folder (no hyperparams.yaml); see mtlser-export")
         check_precision(args.precision, args.device)
         check_device(args.device)
@@ -209,9 +210,9 @@ def _parse_args(argv):
         if args.device != "cpu" or args.precision not in ("auto", "fp32"):
             raise UsageError(f"--backend {args.backend} runs on the CPU in fp32 or int8: drop --device/--precision")
         onnx_dir = args.model_dir
-        if not os.path.isfile(os.path.join(onnx_dir, "config.json")):
-            onnx_dir = os.path.join(args.model_dir, "onnx")
-        if not os.path.isfile(os.path.join(onnx_dir, "config.json")):
+        if not os.path.isfile(os.path.join(onnx_dir, ONNX_CONFIG)):
+            onnx_dir = os.path.join(args.model_dir, ONNX_FOLDER)
+        if not os.path.isfile(os.path.join(onnx_dir, ONNX_CONFIG)):
             raise UsageError(f"{args.model_dir} has no ONNX export (onnx/config.json); run mtlser-export --onnx")
         args.onnx_dir = onnx_dir
     args.files = find_audio(args.inputs)

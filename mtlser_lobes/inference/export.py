@@ -38,6 +38,10 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.logger import get_logger
 from speechbrain.utils.metric_stats import EER
 
+from mtlser_lobes.artifacts import (
+    CTC_ENCODER, CUSTOM_PY, EMOTION_ENCODER, HYPERPARAMS, LABEL_ENCODER, MODEL_CARD, MODEL_SPEAKER_ENCODER,
+    MODEL_WEIGHTS, SPEAKER_ENCODER, TOKENIZER, weights_file,
+)
 from mtlser_lobes.checkpoints import average_best_checkpoints
 from mtlser_lobes.helpers import prepared_rows, publish_folder, training_directory
 from mtlser_lobes.speakers import SpeakerGallery, centroid
@@ -48,7 +52,7 @@ logger = get_logger(__name__)
 __all__ = ["export_model", "save_safetensors", "load_safetensors", "main"]
 
 #: Modules whose weights an exported model carries.
-WEIGHTS = ("wav2vec2", "emotion_head", "ctc_head", "speaker_head", "speaker_gallery")
+WEIGHTS = MODEL_WEIGHTS
 
 _INFERENCE_YAML = """\
 # ############################################################################
@@ -152,7 +156,7 @@ def load_safetensors(module, path):
 
 def _load_training_hparams(experiment_folder):
     """Loads ``<experiment>/hyperparams.yaml`` (as saved by train.py) from where it ran."""
-    path = os.path.join(experiment_folder, "hyperparams.yaml")
+    path = os.path.join(experiment_folder, HYPERPARAMS)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{experiment_folder} has no hyperparams.yaml: give the output_folder of a train.py run"
@@ -338,22 +342,22 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     encoder = hparams["wav2vec2"]
     save_folder = hparams["save_folder"]
     emotion_encoder = CategoricalEncoder()
-    emotion_encoder.load(os.path.join(save_folder, "emotion_encoder.txt"))
+    emotion_encoder.load(os.path.join(save_folder, EMOTION_ENCODER))
     speaker_encoder = CategoricalEncoder()
-    speaker_encoder.load(os.path.join(save_folder, "speaker_encoder.txt"))
-    tokenizer = ctc_label_encoder(os.path.join(save_folder, "ctc_encoder.txt"))
+    speaker_encoder.load(os.path.join(save_folder, SPEAKER_ENCODER))
+    tokenizer = ctc_label_encoder(os.path.join(save_folder, CTC_ENCODER))
     speakers = [speaker_encoder.ind2lab[i] for i in range(len(speaker_encoder))]
 
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(model_folder) or ".")
     try:
         for name in WEIGHTS[:-1]:
-            save_safetensors(hparams[name], os.path.join(staging, f"{name}.ckpt"))
+            save_safetensors(hparams[name], os.path.join(staging, weights_file(name)))
         embedding_dim = hparams["speaker_head"].embedding_dim
-        save_safetensors(SpeakerGallery(len(speakers), embedding_dim), os.path.join(staging, "speaker_gallery.ckpt"))
-        emotion_encoder.save(os.path.join(staging, "label_encoder.ckpt"))
-        speaker_encoder.save(os.path.join(staging, "speaker_encoder.ckpt"))
-        tokenizer.save(os.path.join(staging, "tokenizer.ckpt"))
-        with open(os.path.join(staging, "custom.py"), "w", encoding="utf-8") as fout:
+        save_safetensors(SpeakerGallery(len(speakers), embedding_dim), os.path.join(staging, weights_file("speaker_gallery")))
+        emotion_encoder.save(os.path.join(staging, LABEL_ENCODER))
+        speaker_encoder.save(os.path.join(staging, MODEL_SPEAKER_ENCODER))
+        tokenizer.save(os.path.join(staging, TOKENIZER))
+        with open(os.path.join(staging, CUSTOM_PY), "w", encoding="utf-8") as fout:
             fout.write(_CUSTOM_PY)
 
         fields = {
@@ -378,7 +382,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
             "n_speakers": len(speakers),
             "embedding_dim": embedding_dim,
         }
-        yaml_path = os.path.join(staging, "hyperparams.yaml")
+        yaml_path = os.path.join(staging, HYPERPARAMS)
 
         def write_yaml(threshold, note):
             with open(yaml_path, "w", encoding="utf-8") as fout:
@@ -391,7 +395,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
         mean, centroids, threshold, eer, note = _calibrate(model, hparams, per_speaker, seed)
         model.mods.speaker_gallery.mean.copy_(mean)
         model.mods.speaker_gallery.centroids.copy_(centroids)
-        save_safetensors(model.mods.speaker_gallery, os.path.join(staging, "speaker_gallery.ckpt"))
+        save_safetensors(model.mods.speaker_gallery, os.path.join(staging, weights_file("speaker_gallery")))
         write_yaml(round(threshold, 6), note)
 
         results = None
@@ -403,7 +407,7 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
             hparams, results, {"threshold": threshold, "eer": eer, "note": note},
             os.path.basename(checkpoint.path), experiment_folder, speakers, n_train,
         )
-        with open(os.path.join(staging, "model_card.md"), "w", encoding="utf-8") as fout:
+        with open(os.path.join(staging, MODEL_CARD), "w", encoding="utf-8") as fout:
             fout.write(card)
 
         publish_folder(staging, model_folder)  # the old folder goes only once the new one is complete

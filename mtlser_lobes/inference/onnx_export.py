@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 import torch
 
+from mtlser_lobes.artifacts import ONNX_CONFIG, ONNX_FOLDER, ONNX_INT8_MODEL, ONNX_MODEL
 from mtlser_lobes.heads import frame_mask
 from mtlser_lobes.helpers import publish_folder, write_text_atomically
 
@@ -179,7 +180,7 @@ def export_onnx(model_folder, onnx_folder=None, quantize=True, tolerance=1e-4, s
 
     model_folder = os.path.abspath(model_folder)
     model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu"})
-    return export_loaded_model(model, onnx_folder or os.path.join(model_folder, "onnx"), quantize, tolerance, seed)
+    return export_loaded_model(model, onnx_folder or os.path.join(model_folder, ONNX_FOLDER), quantize, tolerance, seed)
 
 
 def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=0):
@@ -197,7 +198,7 @@ def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".onnx-", dir=parent)
     try:
-        path = os.path.join(staging, "model.onnx")
+        path = os.path.join(staging, ONNX_MODEL)
         with torch.no_grad():
             torch.onnx.export(
                 graph, example, path, input_names=_INPUT_NAMES, output_names=OUTPUT_NAMES,
@@ -216,9 +217,9 @@ def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(path, os.path.join(staging, "model.int8.onnx"), weight_type=QuantType.QInt8,
+            quantize_dynamic(path, os.path.join(staging, ONNX_INT8_MODEL), weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm"])
-        write_text_atomically(os.path.join(staging, "config.json"), json.dumps(_config(model), indent=1) + "\n")
+        write_text_atomically(os.path.join(staging, ONNX_CONFIG), json.dumps(_config(model), indent=1) + "\n")
         publish_folder(staging, onnx_folder)  # the old folder goes only once the new one is complete
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -25,6 +25,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from mtlser_lobes.artifacts import ONNX_CONFIG, ONNX_FOLDER, ONNX_INT8_MODEL, ONNX_MODEL
 from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, read_audio_file, waveform_problem
 from mtlser_lobes.precision import int8_note
 from mtlser_lobes.inference.predictions import Prediction, answer_files, automatic_segment_s, predict_windows
@@ -76,16 +77,16 @@ class OnnxMTLSER:
     def __init__(self, folder, quantized=False, threads=None, providers=None):
         import onnxruntime
 
-        if not os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(os.path.join(folder, "onnx")):
-            folder = os.path.join(folder, "onnx")
-        config_path = os.path.join(folder, "config.json")
+        if not os.path.isfile(os.path.join(folder, ONNX_CONFIG)) and os.path.isdir(os.path.join(folder, ONNX_FOLDER)):
+            folder = os.path.join(folder, ONNX_FOLDER)
+        config_path = os.path.join(folder, ONNX_CONFIG)
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{folder} has no ONNX model (config.json); see mtlser-export --onnx")
         with open(config_path, encoding="utf-8") as fin:
             self.config = json.load(fin)
         if self.config.get("format") != "mtlser-onnx":
             raise ValueError(f"{config_path} is not the config of an MTLSER ONNX export")
-        graph = os.path.join(folder, "model.int8.onnx" if quantized else "model.onnx")
+        graph = os.path.join(folder, ONNX_INT8_MODEL if quantized else ONNX_MODEL)
         if not os.path.isfile(graph):
             raise FileNotFoundError(f"{graph} is missing" + (" (exported without quantize)" if quantized else ""))
         if quantized:

@@ -28,12 +28,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mtlser_lobes.artifacts import TEST_RESULTS
+
 from mtlser_lobes.helpers import write_text_atomically
 
 #: Metrics averaged over folds (those missing from a cell's results are skipped).
 METRICS = ("WA", "UA", "CER", "WER", "speaker_acc", "best_valid_UA")
 #: File a finished cell writes last (through a rename, so it is never half-written).
-RESULTS_FILE = "test_results.json"
+RESULTS_FILE = TEST_RESULTS
 #: Record of how a cell was launched, to refuse mixing runs of different commands.
 CELL_FILE = "cell.json"
 LAUNCHERS = ("local", "ray", "submitit")

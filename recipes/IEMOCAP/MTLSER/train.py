@@ -46,8 +46,6 @@ Authors
  * MTLSER developers
 """
 
-import csv
-import json
 import logging
 import os
 import sys
@@ -62,6 +60,7 @@ from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 from speechbrain.utils.logger import get_logger  # noqa: E402
 
+from mtlser_lobes.artifacts import CTC_ENCODER, EMOTION_ENCODER, SPEAKER_ENCODER, write_test_results  # noqa: E402
 from mtlser_lobes.data.audio import load_training_audio  # noqa: E402
 from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
 from mtlser_lobes.demo.demo_corpus import generate_demo_corpus  # noqa: E402
@@ -381,28 +380,18 @@ class MTLBrain(sb.Brain):
             results["speaker_note"] = "speaker head off (beta = 0)"
         elif "speaker_acc" not in stats:
             results["speaker_note"] = "test speakers unseen in training: accuracy undefined"
-        # Written through a rename: its presence marks a finished run (run_experiments.py).
-        temporary = self.hparams.test_results + ".tmp"
-        with open(temporary, "w") as out_file:
-            json.dump(results, out_file, indent=2)
         classes = list(self.hparams.emotion_classes)
-        with open(self.hparams.test_predictions, "w", newline="") as out_file:
-            writer = csv.writer(out_file)
-            writer.writerow(
-                ["ID", "emo", "emo_pred"] + [f"p_{c}" for c in classes]
-                + ["wrd", "wrd_pred", "spk_id", "spk_pred"]
+        tracker = self.emotion_metrics
+        rows = []
+        for i, (utt, words, hypothesis, speaker, speaker_index) in enumerate(self.rows):
+            speaker_label = self.speaker_encoder.ind2lab[speaker_index] if speaker_index is not None else ""
+            rows.append(
+                [utt, classes[tracker.targets[i]], classes[tracker.predictions[i]]]
+                + [f"{p:.4f}" for p in tracker.probabilities[i]]
+                + [words, hypothesis, speaker, speaker_label]
             )
-            tracker = self.emotion_metrics
-            for i, (utt, words, hypothesis, speaker, speaker_index) in enumerate(self.rows):
-                speaker_label = (
-                    self.speaker_encoder.ind2lab[speaker_index] if speaker_index is not None else ""
-                )
-                writer.writerow(
-                    [utt, classes[tracker.targets[i]], classes[tracker.predictions[i]]]
-                    + [f"{p:.4f}" for p in tracker.probabilities[i]]
-                    + [words, hypothesis, speaker, speaker_label]
-                )
-        os.replace(temporary, self.hparams.test_results)
+        header = ["ID", "emo", "emo_pred"] + [f"p_{c}" for c in classes] + ["wrd", "wrd_pred", "spk_id", "spk_pred"]
+        write_test_results(self.hparams.test_results, self.hparams.test_predictions, results, header, rows)
         logger.info(f"test results written to {self.hparams.test_results}")
 
     def on_evaluate_start(self, max_key=None, min_key=None):
@@ -452,11 +441,11 @@ def dataio_prepare(hparams):
     save_folder = hparams["save_folder"]
     emotion_encoder = sb.dataio.encoder.CategoricalEncoder()
     emotion_encoder.load_or_create(
-        os.path.join(save_folder, "emotion_encoder.txt"),
+        os.path.join(save_folder, EMOTION_ENCODER),
         from_iterables=[hparams["emotion_classes"]],
     )
     emotion_encoder.expect_len(len(hparams["emotion_classes"]))
-    tokenizer = ctc_label_encoder(os.path.join(save_folder, "ctc_encoder.txt"))
+    tokenizer = ctc_label_encoder(os.path.join(save_folder, CTC_ENCODER))
     if len(tokenizer) != hparams["ctc_head"].n_tokens:
         raise ValueError(
             f"the CTC head has {hparams['ctc_head'].n_tokens} outputs but the "
@@ -499,7 +488,7 @@ def dataio_prepare(hparams):
         )
     speaker_encoder = sb.dataio.encoder.CategoricalEncoder()
     speaker_encoder.load_or_create(
-        os.path.join(save_folder, "speaker_encoder.txt"), from_iterables=[train_speakers]
+        os.path.join(save_folder, SPEAKER_ENCODER), from_iterables=[train_speakers]
     )
 
     @sb.utils.data_pipeline.takes("spk_id")
