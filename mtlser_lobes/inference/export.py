@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -154,6 +153,10 @@ def load_safetensors(module, path):
     module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
 
 
+#: The paths export reads from an experiment's hyperparameters.
+_PATH_KEYS = ("save_folder", "data_folder", "train_csv", "valid_csv", "test_results")
+
+
 def _load_training_hparams(experiment_folder):
     """Loads ``<experiment>/hyperparams.yaml`` (as saved by train.py) from where it ran."""
     path = os.path.join(experiment_folder, HYPERPARAMS)
@@ -163,14 +166,17 @@ def _load_training_hparams(experiment_folder):
         )
     with open(path, encoding="utf-8") as fin:
         text = fin.read()
-    match = re.search(r"^output_folder:\s*(.+?)\s*$", text, flags=re.MULTILINE)
-    workdir = training_directory(experiment_folder, match.group(1) if match else ".")
+    # Its paths are relative to where train.py ran: found from output_folder, read from the
+    # parsed document (tags left unresolved, nothing built).
+    top = {key.value: value for key, value in yaml.compose(text).value}
+    output_folder = top["output_folder"].value if "output_folder" in top else "."
+    workdir = training_directory(experiment_folder, output_folder)
     previous = os.getcwd()
     os.chdir(workdir)
     try:
         hparams = load_hyperpyyaml(text)
         # Paths in the hparams are relative to the training directory.
-        for key in ("save_folder", "data_folder", "train_csv", "valid_csv", "test_results"):
+        for key in _PATH_KEYS:
             if key in hparams and isinstance(hparams[key], str):
                 hparams[key] = os.path.abspath(hparams[key])
     finally:
@@ -295,7 +301,7 @@ def _model_card(hparams, results, calibration, checkpoint, experiment_folder, sp
 
 
 def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker=30, seed=1234,
-                 checkpoints_dir=None):
+                 checkpoints_dir=None, hparams=None):
     """Writes the inference folder of a finished ``train.py`` experiment.
 
     Arguments
@@ -315,6 +321,10 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     checkpoints_dir : str, optional
         Where the checkpoints are, when not in the experiment's ``save`` folder
         (SpeechBrain's ``--debug`` runs keep theirs in a temporary folder).
+    hparams : dict, optional
+        The experiment's loaded hyperparameters, from the process that trained it
+        (``train.py`` passes its own, in the directory it ran from); default: read
+        from ``<experiment_folder>/hyperparams.yaml``.
 
     Returns
     -------
@@ -325,7 +335,11 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
 
     experiment_folder = os.path.abspath(experiment_folder)
     model_folder = os.path.abspath(model_folder or os.path.join(experiment_folder, "model"))
-    hparams = _load_training_hparams(experiment_folder)
+    if hparams is None:
+        hparams = _load_training_hparams(experiment_folder)
+    else:  # the training process's own: its paths are relative to where it runs, here
+        hparams = {**hparams, **{key: os.path.abspath(hparams[key]) for key in _PATH_KEYS
+                                 if isinstance(hparams.get(key), str)}}
     checkpointer = hparams["checkpointer"]
     checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(checkpoints_dir or hparams["save_folder"])
     checkpoint = checkpointer.recover_if_possible(max_key=max_key)

@@ -691,6 +691,7 @@ def main(argv):
                 "model_folder": hparams["model_folder"],
                 "checkpoints_dir": str(brain.checkpointer.checkpoints_dir) if debug else None,
                 "per_speaker": 2 if debug else 30,
+                "hparams": hparams,
             },
         )
         if debug:
