@@ -42,23 +42,15 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
 
-    from bench import encoder_source
-    from onnx_static_quantization import rtf
-    from mtlser_lobes.inference.interface import MTLSER
-    from mtlser_lobes.inference.onnx_export import export_loaded_model
+    from onnx_static_quantization import export_base, rtf
     from mtlser_lobes.precision import cpu_features
 
     results = {"cpu": cpu_features(), "threads": args.threads, "repeats": args.repeats}
     with tempfile.TemporaryDirectory() as folder:
-        torch.manual_seed(0)
-        model = MTLSER.untrained(encoder_source("base", folder), os.path.join(folder, "cache"),
-                                 run_opts={"device": "cpu", "precision": "fp32"})
-        onnx_folder = os.path.join(folder, "onnx")
-        export_loaded_model(model, onnx_folder, quantize=True)
+        onnx_folder = export_base(folder)
         plain = os.path.join(onnx_folder, "model.onnx")
         fused_model = optimizer.optimize_model(plain, model_type="bert", num_heads=12, hidden_size=768,
                                                opt_level=0)

@@ -73,8 +73,8 @@ def rtf(path, wav, repeats, threads):
     return statistics.median(times) / (wav.shape[0] / 16000)
 
 
-def speed(folder, repeats, threads):
-    """fp32 / dynamic / static-conv graphs of wav2vec2-base with random weights."""
+def export_base(folder):
+    """wav2vec2-base with random weights and random heads, exported to ``<folder>/onnx`` (fp32, int8)."""
     import torch
 
     from bench import encoder_source
@@ -86,6 +86,12 @@ def speed(folder, repeats, threads):
                              run_opts={"device": "cpu", "precision": "fp32"})
     onnx_folder = os.path.join(folder, "onnx")
     export_loaded_model(model, onnx_folder, quantize=True)
+    return onnx_folder
+
+
+def speed(folder, repeats, threads):
+    """fp32 / dynamic / static-conv graphs of wav2vec2-base with random weights."""
+    onnx_folder = export_base(folder)
     rng = np.random.default_rng(0)
     calibration = [(0.1 * rng.standard_normal(int(16000 * s))).astype("float32") for s in rng.uniform(2, 5, 8)]
     static = os.path.join(onnx_folder, "model.static.onnx")
