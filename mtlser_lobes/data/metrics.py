@@ -13,9 +13,10 @@ Example
 """
 
 import numpy as np
+import torch
 from sklearn.metrics import confusion_matrix
 
-__all__ = ["emotion_scores", "EmotionMetricTracker"]
+__all__ = ["emotion_scores", "EmotionMetricTracker", "KnownTargetAccuracy", "MeanTracker"]
 
 
 def emotion_scores(targets, predictions, labels):
@@ -94,3 +95,59 @@ class EmotionMetricTracker:
     def summarize(self):
         """Returns :func:`emotion_scores` over everything appended."""
         return emotion_scores(self.targets, self.predictions, self.labels)
+
+
+class MeanTracker:
+    """Mean of each named value over the batches of a stage (the loss terms); non-finite ones skipped.
+
+    Example
+    -------
+    >>> import torch
+    >>> tracker = MeanTracker()
+    >>> tracker.append({"emotion": torch.tensor(1.0), "ctc": torch.tensor(4.0)})
+    >>> tracker.append({"emotion": torch.tensor(3.0), "ctc": torch.tensor(float("nan"))})
+    >>> tracker.summarize()
+    {'emotion': 2.0, 'ctc': 4.0}
+    """
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def append(self, values):
+        """Adds one batch's values (name -> scalar tensor)."""
+        for name, value in values.items():
+            if torch.isfinite(value):  # a non-finite batch is skipped (nonfinite_patience)
+                self.sums[name] = self.sums.get(name, 0.0) + value.detach()
+                self.counts[name] = self.counts.get(name, 0) + 1
+
+    def summarize(self):
+        """Name -> mean over the batches where it was finite."""
+        return {name: float(total) / self.counts[name] for name, total in self.sums.items()}
+
+
+class KnownTargetAccuracy:
+    """Accuracy over the items whose target is known (index >= 0): speakers seen in training.
+
+    Example
+    -------
+    >>> import torch
+    >>> accuracy = KnownTargetAccuracy()
+    >>> accuracy.append(torch.tensor([1, 2, 0]), torch.tensor([1, -1, 2]))
+    >>> accuracy.summarize()
+    50.0
+    >>> KnownTargetAccuracy().summarize() is None
+    True
+    """
+
+    def __init__(self):
+        self.known, self.correct = 0, 0
+
+    def append(self, predictions, targets):
+        """Adds a batch: predicted and target indices (batch,), -1 for an unknown target."""
+        known = targets >= 0
+        self.known += int(known.sum())
+        self.correct += int((predictions[known] == targets[known]).sum())
+
+    def summarize(self):
+        """Accuracy in %, or None when no target was known."""
+        return 100 * self.correct / self.known if self.known else None

@@ -49,7 +49,7 @@ def terms_and_loss(brain, batch):
     with torch.no_grad():
         predictions = brain.compute_forward(batch, sb.Stage.TRAIN)
         loss = brain.compute_objectives(predictions, batch, sb.Stage.TRAIN)
-    return predictions, {k: float(v) for k, v in brain.term_sums.items()}, float(loss)
+    return predictions, {k: float(v) for k, v in brain.loss_terms.sums.items()}, float(loss)
 
 
 @pytest.mark.parametrize("alpha, beta", [(1.0, 1.0), (0.3, 0.1), (0.0, 0.5), (0.7, 0.0), (0.0, 0.0)])

@@ -172,7 +172,7 @@ def test_alpha_warms_up_from_zero(tiny_encoder, corpus, tmp_path):
     brain.modules.eval()
     with torch.no_grad():
         _, loss = forward_loss(brain, batch)
-    assert float(loss) == pytest.approx(float(brain.term_sums["emotion"]), rel=1e-6)
+    assert float(loss) == pytest.approx(float(brain.loss_terms.sums["emotion"]), rel=1e-6)
 
 
 def test_uncertainty_weighting_is_learned_and_logged(tiny_encoder, corpus, tmp_path):
@@ -182,7 +182,7 @@ def test_uncertainty_weighting_is_learned_and_logged(tiny_encoder, corpus, tmp_p
     weighting = brain.modules.task_weighting
     assert any(p is weighting.log_variances for g in brain.optimizer.param_groups for p in g["params"])
     _, loss = forward_loss(brain, batch)
-    terms = {k: float(v) for k, v in brain.term_sums.items()}
+    terms = {k: float(v) for k, v in brain.loss_terms.sums.items()}
     expected = terms["emotion"] + 0.3 * terms["ctc"] + 0.2 * terms["speaker"]  # s_i = 0 at the start
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     loss.backward()

@@ -75,7 +75,7 @@ from mtlser_lobes.studies.experiment_identity import (  # noqa: E402
 )
 from mtlser_lobes.inference.export import export_model  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
-from mtlser_lobes.data.metrics import EmotionMetricTracker  # noqa: E402
+from mtlser_lobes.data.metrics import EmotionMetricTracker, KnownTargetAccuracy, MeanTracker  # noqa: E402
 from mtlser_lobes.data.text import ctc_label_encoder  # noqa: E402
 from recipe_options import (  # noqa: E402 (beside this file)
     RESUMABLE_KEYS,
@@ -212,10 +212,7 @@ class MTLBrain(sb.Brain):
             loss = self.modules.task_weighting(terms, prior_weights)
         else:
             loss = sum(prior_weights[name] * value for name, value in terms.items())
-        for name, value in terms.items():
-            if torch.isfinite(value):  # a non-finite batch is skipped (nonfinite_patience)
-                self.term_sums[name] = self.term_sums.get(name, 0.0) + value.detach()
-                self.term_counts[name] = self.term_counts.get(name, 0) + 1
+        self.loss_terms.append(terms)
 
         if stage != sb.Stage.TRAIN:
             self._update_metrics(predictions, batch, speakers)
@@ -241,26 +238,23 @@ class MTLBrain(sb.Brain):
         if self.use_speaker:
             best = predictions["speaker"].argmax(dim=-1)  # (batch,)
             speaker_predictions = best.cpu().tolist()
-            known = speakers >= 0
-            self.speaker_counts["known"] += int(known.sum())
-            self.speaker_counts["correct"] += int((best[known] == speakers[known]).sum())
+            self.speaker_accuracy.append(best, speakers)
         self.rows.extend(zip(batch.id, batch.wrd, hypotheses, batch.spk_id, speaker_predictions))
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the loss terms and, outside training, the metric trackers."""
-        self.term_sums, self.term_counts = {}, {}
+        self.loss_terms = MeanTracker()
         if stage != sb.Stage.TRAIN:
             self.emotion_metrics = EmotionMetricTracker(self.hparams.emotion_classes)
             self.cer_metric = self.hparams.cer_computer()
             self.wer_metric = self.hparams.wer_computer()
-            self.speaker_counts = {"known": 0, "correct": 0}
+            self.speaker_accuracy = KnownTargetAccuracy()
             self.rows = []
 
     def _stage_stats(self, stage, stage_loss):
         """Loss, each loss term and, outside training, every metric of the stage."""
         stats = {"loss": stage_loss}
-        for name, total in self.term_sums.items():
-            stats[f"loss_{name}"] = float(total) / self.term_counts[name]
+        stats.update({f"loss_{name}": value for name, value in self.loss_terms.summarize().items()})
         if stage == sb.Stage.TRAIN:
             if self.nonfinite_count:
                 stats["nonfinite_batches_skipped"] = self.nonfinite_count
@@ -271,8 +265,8 @@ class MTLBrain(sb.Brain):
         if self.use_ctc:
             stats["CER"] = self.cer_metric.summarize("error_rate")
             stats["WER"] = self.wer_metric.summarize("error_rate")
-        if self.use_speaker and self.speaker_counts["known"] > 0:
-            stats["speaker_acc"] = 100 * self.speaker_counts["correct"] / self.speaker_counts["known"]
+        if self.use_speaker and self.speaker_accuracy.summarize() is not None:
+            stats["speaker_acc"] = self.speaker_accuracy.summarize()
         return stats
 
     def _learned_weights(self):
