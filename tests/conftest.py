@@ -52,7 +52,7 @@ def trained_experiment(tmp_path_factory, tiny_encoder, demo_release):
 
 
 # The reliability suite's ledger (tests/reliability): each test records the faults it injected and
-# survived; the terminal summary prints the totals that the README's reliability section quotes.
+# survived; the terminal summary prints the totals that docs/reliability.md quotes.
 _RELIABILITY_LEDGER = []
 
 
