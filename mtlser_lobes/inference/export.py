@@ -157,8 +157,36 @@ def load_safetensors(module, path):
 _PATH_KEYS = ("save_folder", "data_folder", "train_csv", "valid_csv", "test_results")
 
 
+def _relative_path_overrides(node, output_folder, workdir):
+    """Overrides making absolute every relative path of a composed YAML mapping, nested.
+
+    A string is a path when it starts with ``output_folder`` or names something
+    that exists under ``workdir`` (so a hub name such as
+    ``facebook/wav2vec2-base`` stays a hub name, as it would in ``workdir``).
+    """
+    overrides = {}
+    for key_node, value in node.value:
+        if isinstance(value, yaml.MappingNode):
+            nested = _relative_path_overrides(value, output_folder, workdir)
+            if nested:
+                overrides[key_node.value] = nested
+        elif isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:str":
+            text = value.value
+            if not text or os.path.isabs(text):
+                continue
+            inside_output = os.path.normpath(text + "/").startswith(os.path.normpath(output_folder))
+            if inside_output or os.path.exists(os.path.join(workdir, text)):
+                overrides[key_node.value] = os.path.normpath(os.path.join(workdir, text))
+    return overrides
+
+
 def _load_training_hparams(experiment_folder):
-    """Loads ``<experiment>/hyperparams.yaml`` (as saved by train.py) from where it ran."""
+    """Loads ``<experiment>/hyperparams.yaml`` (as saved by train.py) from any directory.
+
+    Its paths are relative to where train.py ran, found from ``output_folder``;
+    they are passed back as HyperPyYAML overrides, made absolute (the parsed
+    document is read with its tags unresolved: nothing is built for that).
+    """
     path = os.path.join(experiment_folder, HYPERPARAMS)
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -166,22 +194,11 @@ def _load_training_hparams(experiment_folder):
         )
     with open(path, encoding="utf-8") as fin:
         text = fin.read()
-    # Its paths are relative to where train.py ran: found from output_folder, read from the
-    # parsed document (tags left unresolved, nothing built).
-    top = {key.value: value for key, value in yaml.compose(text).value}
+    document = yaml.compose(text)
+    top = {key.value: value for key, value in document.value}
     output_folder = top["output_folder"].value if "output_folder" in top else "."
     workdir = training_directory(experiment_folder, output_folder)
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
-        hparams = load_hyperpyyaml(text)
-        # Paths in the hparams are relative to the training directory.
-        for key in _PATH_KEYS:
-            if key in hparams and isinstance(hparams[key], str):
-                hparams[key] = os.path.abspath(hparams[key])
-    finally:
-        os.chdir(previous)
-    return hparams
+    return load_hyperpyyaml(text, _relative_path_overrides(document, output_folder, workdir))
 
 
 def _sample_per_speaker(rows, per_speaker, seed):
