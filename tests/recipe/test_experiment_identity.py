@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 
-import train
 from conftest import RECIPE_DIR
 from mtlser_lobes.studies.experiment_identity import (
     ExperimentMismatch,
@@ -17,12 +16,13 @@ from mtlser_lobes.studies.experiment_identity import (
     write_identity,
 )
 from recipe_helpers import TINY_ENCODER_OVERRIDES, run_train
+from recipe_options import RESUMABLE_KEYS
 
 HPARAMS = os.path.join(RECIPE_DIR, "hparams", "mtl.yaml")
 
 
 def identity(overrides="", hparams=HPARAMS):
-    return experiment_identity(hparams, overrides, train.RESUMABLE_KEYS)
+    return experiment_identity(hparams, overrides, RESUMABLE_KEYS)
 
 
 def test_resumable_keys_do_not_change_the_identity():
@@ -60,7 +60,7 @@ def test_every_key_of_the_yaml_is_compared_or_listed_as_resumable():
     compared = set(identity())
     with open(HPARAMS) as f:
         keys = {line.split(":")[0] for line in f if line[:1].isalpha() or line.startswith("__")}
-    assert keys - compared <= set(train.RESUMABLE_KEYS)
+    assert keys - compared <= set(RESUMABLE_KEYS)
     assert "data_folder" in compared and "alpha" in compared and "number_of_epochs" not in compared
 
 

@@ -9,6 +9,7 @@ import train
 from iemocap_prepare import prepare_iemocap
 from iemocap_tree import build_tree
 from mtlser_lobes.checkpoints import FallbackCheckpointer, average_best_checkpoints
+from mtlser_lobes.losses import class_balanced_weights, ctc_loss
 from mtlser_lobes.heads import CTCHead, EmotionHead, LayerSelection, SpeakerHead, UncertaintyWeighting
 from test_joint_loss import load_hparams
 
@@ -26,7 +27,8 @@ def make_brain(tiny_encoder, corpus, output, **overrides):
                            run_opts={"device": "cpu"}, checkpointer=hparams["checkpointer"])
     brain.tokenizer = encoders["tokenizer"]
     if hparams["class_balanced_loss"]:
-        brain.emotion_class_weights = train.emotion_class_weights(datasets["train"], encoders["emotion"])
+        labels = [row["emo"] for row in datasets["train"].data.values()]
+        brain.emotion_class_weights = class_balanced_weights(labels, encoders["emotion"])
     loader = sb.dataio.dataloader.make_dataloader(datasets["train"], batch_size=4)
     return brain, next(iter(loader)), datasets, encoders
 
@@ -148,14 +150,14 @@ def test_ctc_per_frame_is_the_per_utterance_sum_over_its_frames(tiny_encoder, co
     with torch.no_grad():
         predictions, _ = forward_loss(brain, batch)
         log_probs, feat_lens = predictions["ctc"], predictions["feat_lens"]
-        per_frame = brain._ctc_loss(log_probs, tokens, feat_lens, token_lens)
+        per_frame = ctc_loss(log_probs, tokens, feat_lens, token_lens, 0, "frame")
         n_frames = torch.round(feat_lens * log_probs.shape[1]).long()
         n_tokens = torch.round(token_lens * tokens.shape[1]).long()
         sums = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), tokens, n_frames, n_tokens,
                                             blank=0, reduction="none", zero_infinity=True)
-        brain.hparams.ctc_loss_reduction = "mean"
-        per_token = brain._ctc_loss(log_probs, tokens, feat_lens, token_lens)
+        per_token = ctc_loss(log_probs, tokens, feat_lens, token_lens, 0, "mean")
     assert float(per_frame) == pytest.approx(float((sums / n_frames).mean()), rel=1e-5)
+    assert float(brain.loss_terms.sums["ctc"]) == pytest.approx(float(per_frame), rel=1e-6)  # what trains
     assert float(per_token) == pytest.approx(float((sums / n_tokens).mean()), rel=1e-5)
     assert float(per_frame) < float(per_token)  # more frames than characters
 

@@ -12,11 +12,19 @@ import math
 import os
 import re
 
+from speechbrain.utils.distributed import ddp_barrier, run_on_main
 from speechbrain.utils.run_opts import RunOptions
 
 from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS, STATS_NORMS
 from mtlser_lobes.precision import PRECISIONS, resolve_precision
-from mtlser_lobes.studies.experiment_identity import hparams_values
+from mtlser_lobes.studies.experiment_identity import (
+    check_output_folder,
+    discard_experiment,
+    experiment_identity,
+    hparams_values,
+    keys_unknown_to_old_folder,
+    write_identity,
+)
 
 #: Top-level hparams keys (and SpeechBrain run options) that may change between runs of one
 #: experiment: changing them resumes it. Every other key, present or future, is part of the
@@ -271,3 +279,46 @@ def run_identity(values, run_opts):
         elif name not in values:
             effective[name] = getattr(defaults, name)
     return effective
+
+
+def open_experiment(hparams_file, overrides, values, run_opts, overwrite):
+    """Claims ``output_folder`` for this run: one experiment per folder.
+
+    The identity (the data folder and every option that changes what is
+    trained) is compared with the folder's ``experiment.json``: the same one
+    resumes, a new folder starts, ``overwrite`` discards the old experiment,
+    and a different one raises ``ExperimentMismatch`` before the folder is
+    touched.
+
+    Returns
+    -------
+    status : str
+        ``new``, ``resume``, ``overwrite`` or ``old-folder`` (a folder from
+        before these records, compared through its saved ``hyperparams.yaml``).
+    report : callable
+        ``report(logger)`` logs the decision; call it once the experiment's log
+        file exists.
+    """
+    output_folder = values["output_folder"]
+    run_options = run_identity(values, run_opts)
+    identity = experiment_identity(hparams_file, overrides, RESUMABLE_KEYS, extra=run_options)
+    status = check_output_folder(output_folder, identity, overwrite=overwrite)
+    ddp_barrier()  # every rank has read the folder before rank 0 changes it
+    if status == "overwrite":
+        run_on_main(discard_experiment, args=[output_folder])
+    if status != "resume":
+        run_on_main(write_identity, args=[output_folder, identity])
+
+    def report(logger):
+        if status != "old-folder":
+            logger.info({"new": "new experiment", "resume": "same experiment: resuming",
+                         "overwrite": "--overwrite: the old experiment was discarded"}[status])
+            return
+        unknown = keys_unknown_to_old_folder(output_folder, identity, ignore=RESUMABLE_KEYS + tuple(run_options))
+        logger.warning(
+            f"{output_folder} has no experiment.json (it predates them): its saved hyperparams.yaml "
+            "agrees with this run, which resumes it"
+            + (f"; keys not compared, as only one side has them: {unknown}" if unknown else "")
+        )
+
+    return status, report

@@ -18,34 +18,20 @@ On IEMOCAP (leave-one-session-out, test on session 5)::
     python train.py hparams/mtl.yaml --data_folder /path/to/IEMOCAP_full_release \
         --alpha 0.1 --beta 0.1
 
-Re-running the same command resumes from the last checkpoint. Test results go
-to ``<output_folder>/test_results.json`` and ``predictions.csv``, evaluated
-with the checkpoint of best validation UA, which is then exported to
-``<output_folder>/model`` for ``mtlser-infer`` and ``MTLSER.from_hparams``.
-``--use_tensorboard True`` (with ``pip install -e ".[tensorboard]"``) logs what
-``train_log.txt`` gets to ``<output_folder>/tensorboard`` too.
-
-An output folder holds one experiment. Its identity (the absolute data folder
-and every top-level hyperparameter except those of ``RESUMABLE_KEYS``, plus the
-training-related run options such as ``--debug``) is recorded in
-``<output_folder>/experiment.json`` before anything else is written. A run whose
-identity differs stops before touching the folder and names what differs; give
-it a fresh ``--output_folder``, or add ``--overwrite`` to discard the old
-experiment. A folder from before these records is compared through its saved
-``hyperparams.yaml`` (see ``mtlser_lobes.studies.experiment_identity``).
-
-The options are checked (numbers, choices, the sessions and speakers of the data
-folder; ``recipe_options.py``) before anything is written or loaded. A mistake the user must fix
-(a bad option, an experiment mismatch, a corpus that cannot be prepared) prints
-one message and exits with status 2 (1 for a corpus problem found by the
-preparation), without a traceback; ``--verbose`` shows it. SpeechBrain's
-``--debug --debug_batches 2 --debug_epochs 2`` runs end to end, exporting from
-the debug run's temporary checkpoints.
+Re-running the same command resumes from the last checkpoint; an output folder
+holds one experiment, and a run that differs from it stops before touching it
+(``recipe_options.open_experiment``). Test results (``test_results.json``,
+``predictions.csv``) come from the checkpoint of best validation UA, which is
+then exported to ``<output_folder>/model`` for ``mtlser-infer``. Options are
+checked before anything is written (``recipe_options.py``): a user mistake
+prints one message and exits with status 2 (1 for a corpus problem). See
+``docs/training.md``.
 
 Authors
  * MTLSER developers
 """
 
+import inspect
 import logging
 import os
 import sys
@@ -64,28 +50,21 @@ from mtlser_lobes.artifacts import CTC_ENCODER, EMOTION_ENCODER, SPEAKER_ENCODER
 from mtlser_lobes.data.audio import load_training_audio  # noqa: E402
 from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
 from mtlser_lobes.demo.demo_corpus import generate_demo_corpus  # noqa: E402
-from mtlser_lobes.studies.experiment_identity import (  # noqa: E402
-    ExperimentMismatch,
-    check_output_folder,
-    discard_experiment,
-    experiment_identity,
-    hparams_values,
-    keys_unknown_to_old_folder,
-    write_identity,
-)
+from mtlser_lobes.studies.experiment_identity import ExperimentMismatch, hparams_values  # noqa: E402
 from mtlser_lobes.inference.export import export_model  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
+from mtlser_lobes.train_logger import EpochTensorboardLogger  # noqa: E402
+from mtlser_lobes.losses import class_balanced_weights, ctc_loss  # noqa: E402
 from mtlser_lobes.data.metrics import EmotionMetricTracker, KnownTargetAccuracy, MeanTracker  # noqa: E402
 from mtlser_lobes.data.text import ctc_label_encoder  # noqa: E402
 from recipe_options import (  # noqa: E402 (beside this file)
-    RESUMABLE_KEYS,
     UsageError,
     check_data,
     check_options,
     choose_precision,
     count_training_speakers,
+    open_experiment,
     resolve_auto_precision,
-    run_identity,
     split_own_flags,
     unknown_options,
     with_override,
@@ -104,7 +83,7 @@ class MTLBrain(sb.Brain):
     """
 
     emotion_class_weights = None
-    #: SpeechBrain's TensorboardLogger when ``use_tensorboard`` is on (set by ``main``).
+    #: An EpochTensorboardLogger when ``use_tensorboard`` is on (set by ``main``).
     tensorboard_logger = None
 
     @property
@@ -158,30 +137,6 @@ class MTLBrain(sb.Brain):
         epoch = max(1, self.hparams.epoch_counter.current)
         return self.hparams.alpha * min(1.0, (epoch - 1) / warmup)
 
-    def _ctc_loss(self, log_probs, tokens, feat_lens, token_lens):
-        """CTC loss normalised as ``ctc_loss_reduction`` says.
-
-        ``mean``: per target token, then over the batch (torch's ``mean``; at the
-        start of training about (frames / tokens) * log(symbols), e.g. 18 on
-        3-second turns); ``frame``: per input frame, then over the batch (about
-        log(symbols) = 3.4 at the start, the scale of the emotion loss);
-        ``batchmean``: per utterance.
-        """
-        reduction = self.hparams.ctc_loss_reduction
-        if reduction != "frame":
-            return sb.nnet.losses.ctc_loss(
-                log_probs, tokens, feat_lens, token_lens, self.hparams.blank_index,
-                reduction=reduction,
-            )
-        n_frames = log_probs.shape[1]
-        absolute_frames = torch.round(feat_lens * n_frames).clamp(min=1)
-        absolute_tokens = torch.round(token_lens * tokens.shape[1]).long()
-        per_utterance = torch.nn.functional.ctc_loss(
-            log_probs.transpose(0, 1), tokens, absolute_frames.long(), absolute_tokens,
-            self.hparams.blank_index, zero_infinity=True, reduction="none",
-        )  # (batch,), summed over each utterance
-        return (per_utterance / absolute_frames).mean()
-
     def compute_objectives(self, predictions, batch, stage):
         """Returns ``L_emotion + alpha * L_ctc + beta * L_speaker``; feeds the metrics.
 
@@ -201,7 +156,8 @@ class MTLBrain(sb.Brain):
         }
         if self.use_ctc:
             tokens, token_lens = batch.tokens
-            terms["ctc"] = self._ctc_loss(predictions["ctc"], tokens, feat_lens, token_lens)
+            terms["ctc"] = ctc_loss(predictions["ctc"], tokens, feat_lens, token_lens,
+                                    self.hparams.blank_index, self.hparams.ctc_loss_reduction)
         speakers = batch.spk_encoded.data.view(-1)  # (batch,), -1 for unseen speakers
         if self.use_speaker and (speakers >= 0).any():
             terms["speaker"] = torch.nn.functional.nll_loss(
@@ -321,29 +277,10 @@ class MTLBrain(sb.Brain):
                 self._write_test_results(stats)
 
     def _log_stats(self, epoch, **stats):
-        """Logs a stage to ``train_log.txt`` and, with ``use_tensorboard``, to TensorBoard.
-
-        TensorBoard gets the same numbers (every loss term, WA/UA, CER/WER, the
-        learning rates, the learned task weights); the per-layer weights, which
-        the text log writes as one string, are left out. The step is the epoch:
-        SpeechBrain's TensorboardLogger counts its own steps from 1 in each
-        process, so they are set first, and a resumed run continues its curves.
-        """
+        """Logs a stage to ``train_log.txt`` and, with ``use_tensorboard``, to TensorBoard."""
         self.hparams.train_logger.log_stats(**stats)
-        tensorboard = self.tensorboard_logger
-        if tensorboard is None:
-            return
-        numbers = {
-            key: {name: value for name, value in values.items()
-                  if isinstance(value, (int, float)) and not isinstance(value, bool)}
-            for key, values in stats.items() if values is not None
-        }
-        tensorboard.global_step["meta"] = epoch - 1
-        for stage in ("train", "valid", "test"):
-            tensorboard.global_step[stage] = {name: epoch - 1 for name in numbers.get(f"{stage}_stats", {})}
-        tensorboard.log_stats(**numbers)
-        if tensorboard.writer is not None:  # main process only
-            tensorboard.writer.flush()
+        if self.tensorboard_logger is not None:
+            self.tensorboard_logger.log_stats(epoch, **stats)
 
     def _best_valid_ua(self):
         """Validation UA of the best checkpoint (what selected the tested model), or None."""
@@ -509,35 +446,6 @@ def dataio_prepare(hparams):
     return datasets, encoders
 
 
-def emotion_class_weights(train_set, emotion_encoder):
-    """Inverse-frequency weights of the emotion classes in ``train_set`` (mean 1 over its turns).
-
-    UA, the metric, counts every class equally, and IEMOCAP and RAVDESS are
-    imbalanced: with these weights each class weighs as much in the loss.
-    A class absent from training gets weight 0 (with a warning).
-
-    Returns
-    -------
-    torch.Tensor
-        (n_classes,), in the encoder's index order.
-    """
-    labels = [row["emo"] for row in train_set.data.values()]
-    counts = torch.zeros(len(emotion_encoder))
-    for label in labels:
-        counts[emotion_encoder.lab2ind[label]] += 1
-    present = counts > 0
-    weights = torch.zeros_like(counts)
-    weights[present] = len(labels) / (int(present.sum()) * counts[present])
-    missing = [emotion_encoder.ind2lab[i] for i in range(len(counts)) if not present[i]]
-    if missing:
-        logger.warning(f"no training turn of {', '.join(missing)}: weight 0 in the emotion loss")
-    logger.info(
-        "class-balanced emotion loss: "
-        + ", ".join(f"{emotion_encoder.ind2lab[i]} {w:.2f}" for i, w in enumerate(weights.tolist()))
-    )
-    return weights
-
-
 def train_loader_options(hparams, train_set):
     """The training loader's options: fixed-size batches, or duration-bucketed dynamic ones.
 
@@ -556,14 +464,6 @@ def train_loader_options(hparams, train_set):
         "batch_sampler": DynamicBatchSampler(train_set, length_func=duration, **hparams["dynamic_batch_sampler"]),
         "num_workers": hparams["num_workers"],
     }
-
-
-def tensorboard_logger(folder):
-    """SpeechBrain's TensorBoard logger writing into ``folder`` (on the main process)."""
-    from speechbrain.utils.train_logger import TensorboardLogger
-
-    logger.info(f"TensorBoard logs in {folder} (tensorboard --logdir {folder})")
-    return TensorboardLogger(folder)
 
 
 def main(argv):
@@ -593,15 +493,7 @@ def main(argv):
         overrides = with_override(overrides, "n_speakers", values["n_speakers"])
 
     # The output folder holds one experiment: resume it, or refuse before touching it.
-    output_folder = values["output_folder"]
-    run_options = run_identity(values, run_opts)
-    identity = experiment_identity(hparams_file, overrides, RESUMABLE_KEYS, extra=run_options)
-    status = check_output_folder(output_folder, identity, overwrite=flags["--overwrite"])
-    sb.utils.distributed.ddp_barrier()  # every rank has read the folder before rank 0 changes it
-    if status == "overwrite":
-        run_on_main(discard_experiment, args=[output_folder])
-    if status != "resume":
-        run_on_main(write_identity, args=[output_folder, identity])
+    status, report_experiment = open_experiment(hparams_file, overrides, values, run_opts, flags["--overwrite"])
 
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -615,38 +507,14 @@ def main(argv):
     # bars by SpeechBrain's console handler instead of into their line.
     logging.captureWarnings(True)
     choose_precision(hparams, run_opts, auto_precision)
-    if status == "old-folder":
-        unknown = keys_unknown_to_old_folder(output_folder, identity, ignore=RESUMABLE_KEYS + tuple(run_options))
-        logger.warning(
-            f"{output_folder} has no experiment.json (it predates them): its saved hyperparams.yaml "
-            "agrees with this run, which resumes it"
-            + (f"; keys not compared, as only one side has them: {unknown}" if unknown else "")
-        )
-    else:
-        logger.info({"new": "new experiment", "resume": "same experiment: resuming",
-                     "overwrite": "--overwrite: the old experiment was discarded"}[status])
+    report_experiment(logger)
 
     from iemocap_prepare import prepare_iemocap  # noqa: E402 (beside this file)
 
-    run_on_main(
-        prepare_iemocap,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["output_folder"],
-            "test_session": hparams["test_session"],
-            "protocol": hparams["protocol"],
-            "valid_ratio": hparams["valid_ratio"],
-            "split_ratio": hparams["split_ratio"],
-            "seed": hparams["seed"],
-            "check_counts": hparams["check_counts"],
-            "sample_rate": hparams["sample_rate"],
-            "skip_prep": hparams["skip_prep"],
-            "bad_data": hparams["bad_data"],
-            "min_duration_s": hparams["min_duration_s"],
-            "max_duration_s": hparams["max_duration_s"],
-            "silence_peak": hparams["silence_peak"],
-        },
-    )
+    # Every option of the preparation has the hparams key of its name, but save_folder
+    preparation = inspect.signature(prepare_iemocap).parameters
+    kwargs = {name: hparams[name] for name in preparation if name != "save_folder"}
+    run_on_main(prepare_iemocap, kwargs={**kwargs, "save_folder": hparams["output_folder"]})
     datasets, encoders = dataio_prepare(hparams)
 
     brain = MTLBrain(
@@ -656,11 +524,12 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     if hparams["use_tensorboard"]:
-        brain.tensorboard_logger = tensorboard_logger(hparams["tensorboard_logs_folder"])
+        brain.tensorboard_logger = EpochTensorboardLogger(hparams["tensorboard_logs_folder"])
     brain.tokenizer = encoders["tokenizer"]
     brain.speaker_encoder = encoders["speaker"]
     if hparams["class_balanced_loss"]:
-        brain.emotion_class_weights = emotion_class_weights(datasets["train"], encoders["emotion"])
+        labels = [row["emo"] for row in datasets["train"].data.values()]
+        brain.emotion_class_weights = class_balanced_weights(labels, encoders["emotion"])
 
     brain.fit(
         brain.hparams.epoch_counter,

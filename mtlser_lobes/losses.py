@@ -1,0 +1,101 @@
+"""Losses of the three-head model beyond SpeechBrain's: CTC normalised per frame, class-balanced weights."""
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.logger import get_logger
+
+__all__ = ["class_balanced_weights", "ctc_loss"]
+
+logger = get_logger(__name__)
+
+
+def ctc_loss(log_probs, tokens, feat_lens, token_lens, blank_index, reduction="frame"):
+    """CTC loss normalised as ``reduction`` says.
+
+    ``mean``: per target token, then over the batch (torch's ``mean``; at the
+    start of training about (frames / tokens) * log(symbols), e.g. 18 on
+    3-second turns); ``frame``: per input frame, then over the batch (about
+    log(symbols) = 3.4 at the start, the scale of the emotion loss);
+    ``batchmean``: per utterance.
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        (batch, frames, symbols) log-probabilities.
+    tokens : torch.Tensor
+        (batch, max_tokens) target indices.
+    feat_lens, token_lens : torch.Tensor
+        (batch,) relative lengths of the frames and of the targets.
+    blank_index : int
+        Index of the CTC blank.
+    reduction : str
+        ``frame``, ``mean`` or ``batchmean``.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
+
+    Example
+    -------
+    >>> log_probs = torch.randn(2, 50, 5).log_softmax(-1)
+    >>> tokens = torch.tensor([[1, 2, 3], [4, 1, 0]])
+    >>> lens = torch.tensor([1.0, 0.8])
+    >>> per_frame = ctc_loss(log_probs, tokens, lens, torch.tensor([1.0, 2 / 3]), 0, "frame")
+    >>> per_token = ctc_loss(log_probs, tokens, lens, torch.tensor([1.0, 2 / 3]), 0, "mean")
+    >>> bool(per_frame < per_token)  # more frames than tokens
+    True
+    """
+    if reduction != "frame":
+        return sb.nnet.losses.ctc_loss(log_probs, tokens, feat_lens, token_lens, blank_index, reduction=reduction)
+    n_frames = log_probs.shape[1]
+    absolute_frames = torch.round(feat_lens * n_frames).clamp(min=1)
+    absolute_tokens = torch.round(token_lens * tokens.shape[1]).long()
+    per_utterance = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), tokens, absolute_frames.long(), absolute_tokens,
+        blank_index, zero_infinity=True, reduction="none",
+    )  # (batch,), summed over each utterance
+    return (per_utterance / absolute_frames).mean()
+
+
+def class_balanced_weights(labels, label_encoder):
+    """Inverse-frequency weights of the classes of ``labels`` (mean 1 over its items).
+
+    UA, the metric, counts every class equally, and IEMOCAP and RAVDESS are
+    imbalanced: with these weights each class weighs as much in the loss.
+    A class absent from ``labels`` gets weight 0 (with a warning).
+
+    Arguments
+    ---------
+    labels : list of str
+        The training labels, one per turn.
+    label_encoder : speechbrain.dataio.encoder.CategoricalEncoder
+        Maps each class to its index.
+
+    Returns
+    -------
+    torch.Tensor
+        (n_classes,), in the encoder's index order.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> encoder = CategoricalEncoder()
+    >>> encoder.update_from_iterable(["neu", "hap"])
+    >>> class_balanced_weights(["neu", "hap", "hap", "hap"], encoder).tolist()
+    [2.0, 0.6666666865348816]
+    """
+    counts = torch.zeros(len(label_encoder))
+    for label in labels:
+        counts[label_encoder.lab2ind[label]] += 1
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    missing = [label_encoder.ind2lab[i] for i in range(len(counts)) if not present[i]]
+    if missing:
+        logger.warning(f"no training turn of {', '.join(missing)}: weight 0 in the emotion loss")
+    logger.info(
+        "class-balanced emotion loss: "
+        + ", ".join(f"{label_encoder.ind2lab[i]} {w:.2f}" for i, w in enumerate(weights.tolist()))
+    )
+    return weights
