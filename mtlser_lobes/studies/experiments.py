@@ -283,6 +283,80 @@ def read_cell_results(cell, folder, emotion_classes=None):
     return row
 
 
+def cell_environment(folder):
+    r"""What trained a cell: its ``test_results.json`` and the ``env.log`` SpeechBrain writes.
+
+    Returns
+    -------
+    dict
+        ``commit`` (the short git revision of the recipe, or None), ``torch``,
+        ``speechbrain`` (versions, or None) and ``device`` (``CPU`` or ``CUDA``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(folder, "env.log"), "w").write(
+    ...     "speechbrain==1.1.2\ntorch==2.11.0\nGit revision:\nabc1234\n=====\nCUDA not available")
+    >>> cell_environment(folder)
+    {'commit': 'abc1234', 'torch': '2.11.0', 'speechbrain': '1.1.2', 'device': 'CPU'}
+    """
+    found = {"commit": None, "torch": None, "speechbrain": None, "device": None}
+    path = os.path.join(folder, "env.log")
+    lines = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as fin:
+            lines = [line.strip() for line in fin]
+    for i, line in enumerate(lines):
+        for package in ("torch", "speechbrain"):
+            if line.startswith(f"{package}=="):
+                found[package] = line.split("==", 1)[1]
+        if line == "Git revision:" and i + 1 < len(lines) and lines[i + 1] and not lines[i + 1].startswith("="):
+            found["commit"] = lines[i + 1]
+        if line == "CUDA not available":
+            found["device"] = "CPU"
+        if line in ("CUDA version:", "ROCm version:"):
+            found["device"] = "CUDA"
+    # What the training process itself recorded wins (env.log's packages are those of the
+    # ``pip`` on PATH, which need not be the environment that trained)
+    results_path = os.path.join(folder, RESULTS_FILE)
+    if os.path.isfile(results_path):
+        with open(results_path, encoding="utf-8") as fin:
+            recorded = json.load(fin).get("environment") or {}
+        for key in ("torch", "speechbrain"):
+            if recorded.get(key):
+                found[key] = recorded[key].split("+")[0]
+        if recorded.get("device"):
+            found["device"] = "CUDA" if recorded["device"] == "cuda" else recorded["device"].upper()
+    return found
+
+
+def environment_line(environments):
+    """One sentence naming what trained the cells: commits, torch, SpeechBrain, device.
+
+    Example
+    -------
+    >>> environment_line([{"commit": "abc1234", "torch": "2.11.0", "speechbrain": "1.1.2", "device": "CPU"}] * 2)
+    'Trained at commit abc1234 with torch 2.11.0 and SpeechBrain 1.1.2 on CPU (2 cells).'
+    """
+    environments = [e for e in environments if e]
+    if not environments:
+        return "No cell recorded its environment (env.log)."
+
+    def values(key):
+        counts = {}
+        for environment in environments:
+            value = environment.get(key) or "unknown"
+            counts[value] = counts.get(value, 0) + 1
+        if len(counts) == 1:
+            return next(iter(counts))
+        return ", ".join(f"{value} ({n} cells)" for value, n in counts.items())
+
+    commits = values("commit")
+    return (f"Trained at commit{'s' if ',' in commits else ''} {commits} with torch {values('torch')} and "
+            f"SpeechBrain {values('speechbrain')} on {values('device')} ({len(environments)} cells).")
+
+
 def aggregate(rows, emotion_classes):
     """Mean, sample standard deviation (ddof=1) and summed confusion per configuration.
 

@@ -8,12 +8,15 @@ nothing wrong is averaged in.
 import csv
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 
 import pytest
+import speechbrain
+import torch
 
 from conftest import RECIPE_DIR
 from recipe_helpers import TINY_ENCODER_OVERRIDES
@@ -85,6 +88,12 @@ def test_grid_writes_every_output(study):
     assert sorted(line.split(" | ")[0][2:] for line in main_table if line.startswith("| floor: ")) \
         == sorted(f"floor: {f}" for f in FLOORS)
     assert "Paired tests against mfcc_logreg" in table and "Wilcoxon p" in table
+    # What reproduces the table: the command, and what trained its cells (from their env.log)
+    assert f"python run_experiments.py {shlex.join(['hparams/mtl.yaml', *study['args']])}\n" in table
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RECIPE_DIR, capture_output=True,
+                            text=True).stdout.strip()
+    assert (f"Trained at commit {commit or 'unknown'} with torch {torch.__version__.split('+')[0]} and "
+            f"SpeechBrain {speechbrain.__version__} on {'CUDA' if torch.cuda.is_available() else 'CPU'} (8 cells).") in table
     for config in CONFIGS:
         assert os.path.getsize(os.path.join(folder, f"confusion_{config}.png")) > 0
     assert os.path.getsize(os.path.join(folder, "grid.png")) > 0

@@ -350,11 +350,12 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
             "results written:\n  " + "\n  ".join(report["leaks"])
         )
 
-    rows, failed = [], []
+    rows, failed, environments = [], [], []
     for cell in cells:
         folder = os.path.join(runs_folder, cell.config, cell.fold)
         if os.path.isfile(os.path.join(folder, experiments.RESULTS_FILE)):
             rows.append(experiments.read_cell_results(cell, folder, EMOTION_CLASSES))
+            environments.append(experiments.cell_environment(folder))
         else:
             outcome = outcomes.get(folder, {})
             failed.append({"config": cell.config, "fold": cell.fold, "folder": folder,
@@ -396,7 +397,9 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
     notes = [
         f"# {args.study} ({args.protocol})", "",
         "Mean ± sample standard deviation over the folds each configuration finished; "
-        "`protocol.md` lists the splits.", "", table,
+        "`protocol.md` lists the splits. " + experiments.environment_line(environments), "",
+        "Command (in `recipes/IEMOCAP/MTLSER`):", "", "```bash", f"python run_experiments.py {args.command}",
+        "```", "", table,
     ]
     differing = [n for n, e in report["folds"].items() if not e["same_split_for_every_config"]]
     if differing:
@@ -419,7 +422,9 @@ def write_outputs(args, cells, outcomes, runs_folder, results_folder):
 
 def main(argv=None):
     """Runs the study's missing cells, then writes the results; returns the exit status."""
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, overrides = parse_args(argv)
+    args.command = shlex.join(argv)
     results_folder = os.path.abspath(args.results_folder)
     runs_folder = os.path.abspath(args.runs_folder or os.path.join(results_folder, "runs"))
     os.makedirs(results_folder, exist_ok=True)

@@ -306,6 +306,8 @@ class MTLBrain(sb.Brain):
             "best_valid_UA": self._best_valid_ua(),
             "averaged_checkpoints": self.hparams.average_checkpoints,
             "speaker_note": None,
+            "environment": {"torch": torch.__version__, "speechbrain": sb.__version__,
+                            "device": torch.device(self.device).type},
         }
         if not self.use_speaker:
             results["speaker_note"] = "speaker head off (beta = 0)"
