@@ -348,8 +348,6 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     str
         The model folder.
     """
-    from mtlser_lobes.inference.interface import MTLSER
-
     experiment_folder = os.path.abspath(experiment_folder)
     model_folder = os.path.abspath(model_folder or os.path.join(experiment_folder, "model"))
     if hparams is None:
@@ -357,78 +355,14 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
     else:  # the training process's own: its paths are relative to where it runs, here
         hparams = {**hparams, **{key: os.path.abspath(hparams[key]) for key in _PATH_KEYS
                                  if isinstance(hparams.get(key), str)}}
-    checkpointer = hparams["checkpointer"]
-    checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(checkpoints_dir or hparams["save_folder"])
-    checkpoint = checkpointer.recover_if_possible(max_key=max_key)
-    if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpointer.checkpoints_dir}: train first")
-    n_average = int(hparams.get("average_checkpoints", 1))
-    if n_average > 1 and max_key:
-        # The model that was tested: the average of the best checkpoints (train.py does the same)
-        average_best_checkpoints(
-            checkpointer, {name: hparams[name] for name in WEIGHTS[:-1]}, max_key, n_average
-        )
+    checkpoint = _recover_tested_model(hparams, checkpoints_dir, max_key)
     logger.info(f"exporting {checkpoint.path} to {model_folder}")
-
-    encoder = hparams["wav2vec2"]
-    save_folder = hparams["save_folder"]
-    emotion_encoder = CategoricalEncoder()
-    emotion_encoder.load(os.path.join(save_folder, EMOTION_ENCODER))
-    speaker_encoder = CategoricalEncoder()
-    speaker_encoder.load(os.path.join(save_folder, SPEAKER_ENCODER))
-    tokenizer = ctc_label_encoder(os.path.join(save_folder, CTC_ENCODER))
-    speakers = [speaker_encoder.ind2lab[i] for i in range(len(speaker_encoder))]
 
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(model_folder) or ".")
     try:
-        for name in WEIGHTS[:-1]:
-            save_safetensors(hparams[name], os.path.join(staging, weights_file(name)))
-        embedding_dim = hparams["speaker_head"].embedding_dim
-        save_safetensors(SpeakerGallery(len(speakers), embedding_dim), os.path.join(staging, weights_file("speaker_gallery")))
-        emotion_encoder.save(os.path.join(staging, LABEL_ENCODER))
-        speaker_encoder.save(os.path.join(staging, MODEL_SPEAKER_ENCODER))
-        tokenizer.save(os.path.join(staging, TOKENIZER))
-        with open(os.path.join(staging, CUSTOM_PY), "w", encoding="utf-8") as fout:
-            fout.write(_CUSTOM_PY)
-
-        fields = {
-            "experiment": experiment_folder,
-            "checkpoint": os.path.basename(checkpoint.path),
-            "epoch": hparams["epoch_counter"].current,
-            "date": datetime.date.today().isoformat(),
-            "sample_rate": hparams["sample_rate"],
-            # the input checks of training; experiments older than these keys used these values
-            "min_duration_s": hparams.get("min_duration_s", 0.1),
-            "silence_peak": hparams.get("silence_peak", 1.0e-4),
-            "blank_index": hparams["blank_index"],
-            "encoder_source": hparams["wav2vec2_hub"],
-            "encoder_type": encoder.model.config.model_type,
-            "encoder_config": _yaml_block(encoder.model.config.to_dict()),
-            "normalize_wav": bool(encoder.normalize_wav),
-            "output_norm": bool(encoder.output_norm),
-            "output_all_hiddens": bool(encoder.output_all_hiddens),
-            "emotion_head_args": _yaml_block(hparams["emotion_head"].config),
-            "ctc_head_args": _yaml_block(hparams["ctc_head"].config),
-            "speaker_head_args": _yaml_block(hparams["speaker_head"].config),
-            "n_speakers": len(speakers),
-            "embedding_dim": embedding_dim,
-        }
-        yaml_path = os.path.join(staging, HYPERPARAMS)
-
-        def write_yaml(threshold, note):
-            with open(yaml_path, "w", encoding="utf-8") as fout:
-                fout.write(_INFERENCE_YAML.format(speaker_threshold=threshold, threshold_note=note, **fields))
-
-        # The speaker centroids and threshold are computed by the exported model
-        # itself, so they live in exactly the embedding space inference uses.
-        write_yaml(0.5, "placeholder")
-        model = MTLSER.from_hparams(source=staging, run_opts={"device": "cpu"})
-        mean, centroids, threshold, eer, note = _calibrate(model, hparams, per_speaker, seed)
-        model.mods.speaker_gallery.mean.copy_(mean)
-        model.mods.speaker_gallery.centroids.copy_(centroids)
-        save_safetensors(model.mods.speaker_gallery, os.path.join(staging, weights_file("speaker_gallery")))
-        write_yaml(round(threshold, 6), note)
-
+        speakers = _write_weights_and_encoders(hparams, staging)
+        fields = _inference_fields(hparams, experiment_folder, checkpoint, len(speakers))
+        threshold, eer, note = _calibrate_speakers(hparams, staging, fields, per_speaker, seed)
         results = None
         if os.path.isfile(hparams["test_results"]):
             with open(hparams["test_results"], encoding="utf-8") as fin:
@@ -440,13 +374,101 @@ def export_model(experiment_folder, model_folder=None, max_key="UA", per_speaker
         )
         with open(os.path.join(staging, MODEL_CARD), "w", encoding="utf-8") as fout:
             fout.write(card)
-
         publish_folder(staging, model_folder)  # the old folder goes only once the new one is complete
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info(f"model exported to {model_folder} (speaker threshold {threshold:.4f}; {note})")
     return model_folder
+
+
+def _recover_tested_model(hparams, checkpoints_dir, max_key):
+    """Loads the model train.py tested into the hparams' modules; returns its checkpoint."""
+    checkpointer = hparams["checkpointer"]
+    checkpointer.checkpoints_dir = type(checkpointer.checkpoints_dir)(checkpoints_dir or hparams["save_folder"])
+    checkpoint = checkpointer.recover_if_possible(max_key=max_key)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.checkpoints_dir}: train first")
+    n_average = int(hparams.get("average_checkpoints", 1))
+    if n_average > 1 and max_key:
+        # The model that was tested: the average of the best checkpoints (train.py does the same)
+        average_best_checkpoints(
+            checkpointer, {name: hparams[name] for name in WEIGHTS[:-1]}, max_key, n_average
+        )
+    return checkpoint
+
+
+def _write_weights_and_encoders(hparams, folder):
+    """Writes the weights, label encoders, tokenizer and ``custom.py``; returns the speakers."""
+    save_folder = hparams["save_folder"]
+    emotion_encoder = CategoricalEncoder()
+    emotion_encoder.load(os.path.join(save_folder, EMOTION_ENCODER))
+    speaker_encoder = CategoricalEncoder()
+    speaker_encoder.load(os.path.join(save_folder, SPEAKER_ENCODER))
+    tokenizer = ctc_label_encoder(os.path.join(save_folder, CTC_ENCODER))
+    speakers = [speaker_encoder.ind2lab[i] for i in range(len(speaker_encoder))]
+    for name in WEIGHTS[:-1]:
+        save_safetensors(hparams[name], os.path.join(folder, weights_file(name)))
+    gallery = SpeakerGallery(len(speakers), hparams["speaker_head"].embedding_dim)
+    save_safetensors(gallery, os.path.join(folder, weights_file("speaker_gallery")))
+    emotion_encoder.save(os.path.join(folder, LABEL_ENCODER))
+    speaker_encoder.save(os.path.join(folder, MODEL_SPEAKER_ENCODER))
+    tokenizer.save(os.path.join(folder, TOKENIZER))
+    with open(os.path.join(folder, CUSTOM_PY), "w", encoding="utf-8") as fout:
+        fout.write(_CUSTOM_PY)
+    return speakers
+
+
+def _inference_fields(hparams, experiment_folder, checkpoint, n_speakers):
+    """The values of the inference ``hyperparams.yaml`` template, but the speaker threshold."""
+    encoder = hparams["wav2vec2"]
+    return {
+        "experiment": experiment_folder,
+        "checkpoint": os.path.basename(checkpoint.path),
+        "epoch": hparams["epoch_counter"].current,
+        "date": datetime.date.today().isoformat(),
+        "sample_rate": hparams["sample_rate"],
+        # the input checks of training; experiments older than these keys used these values
+        "min_duration_s": hparams.get("min_duration_s", 0.1),
+        "silence_peak": hparams.get("silence_peak", 1.0e-4),
+        "blank_index": hparams["blank_index"],
+        "encoder_source": hparams["wav2vec2_hub"],
+        "encoder_type": encoder.model.config.model_type,
+        "encoder_config": _yaml_block(encoder.model.config.to_dict()),
+        "normalize_wav": bool(encoder.normalize_wav),
+        "output_norm": bool(encoder.output_norm),
+        "output_all_hiddens": bool(encoder.output_all_hiddens),
+        "emotion_head_args": _yaml_block(hparams["emotion_head"].config),
+        "ctc_head_args": _yaml_block(hparams["ctc_head"].config),
+        "speaker_head_args": _yaml_block(hparams["speaker_head"].config),
+        "n_speakers": n_speakers,
+        "embedding_dim": hparams["speaker_head"].embedding_dim,
+    }
+
+
+def _calibrate_speakers(hparams, folder, fields, per_speaker, seed):
+    """Writes the folder's ``hyperparams.yaml`` with the speaker gallery and threshold it calibrates.
+
+    The centroids and threshold are computed by the exported model itself (loaded
+    from ``folder`` with a placeholder threshold), so they live in exactly the
+    embedding space inference uses. Returns ``(threshold, eer, note)``.
+    """
+    from mtlser_lobes.inference.interface import MTLSER
+
+    yaml_path = os.path.join(folder, HYPERPARAMS)
+
+    def write_yaml(threshold, note):
+        with open(yaml_path, "w", encoding="utf-8") as fout:
+            fout.write(_INFERENCE_YAML.format(speaker_threshold=threshold, threshold_note=note, **fields))
+
+    write_yaml(0.5, "placeholder")
+    model = MTLSER.from_hparams(source=folder, run_opts={"device": "cpu"})
+    mean, centroids, threshold, eer, note = _calibrate(model, hparams, per_speaker, seed)
+    model.mods.speaker_gallery.mean.copy_(mean)
+    model.mods.speaker_gallery.centroids.copy_(centroids)
+    save_safetensors(model.mods.speaker_gallery, os.path.join(folder, weights_file("speaker_gallery")))
+    write_yaml(round(threshold, 6), note)
+    return threshold, eer, note
 
 
 def main(argv=None):
