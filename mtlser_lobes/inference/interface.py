@@ -40,14 +40,14 @@ from mtlser_lobes.precision import resolve_precision
 from mtlser_lobes.inference.predictions import (
     Prediction, Segment, Timeline, answer_files, automatic_segment_s, predict_windows,
 )
-from mtlser_lobes.speakers import UNKNOWN_SPEAKER, centroid, identify
+from mtlser_lobes.inference.speaker_enrolment import SpeakerEnrolment
 
 logger = get_logger(__name__)
 
 __all__ = ["MTLSER", "AudioError", "Prediction", "Segment", "Timeline"]
 
 
-class MTLSER(Pretrained):
+class MTLSER(SpeakerEnrolment, Pretrained):
     """The exported three-head model: emotion, CTC transcript and speaker.
 
     One encoder pass per utterance feeds all three heads. With an encoder
@@ -445,68 +445,3 @@ class MTLSER(Pretrained):
 
     def _identify_one(self, embedding):
         return self.identify(torch.from_numpy(embedding))
-
-    # --------------------------------------------------------------- speakers
-    @property
-    def speakers(self):
-        """Every speaker the model can name: the training ones (unless
-        ``enrolled_only``), then the enrolled ones."""
-        return ([] if self.enrolled_only else self.trained_speakers) + list(self.enrolled)
-
-    def _gallery(self):
-        centroids = self.mods.speaker_gallery.centroids  # (speakers, dim), unit length
-        if self.enrolled_only:
-            centroids = centroids[:0]
-        if self.enrolled:
-            centroids = torch.cat([centroids, torch.stack(list(self.enrolled.values())).to(centroids)])
-        return centroids
-
-    def identify(self, embeddings, threshold=None):
-        """Closest known speaker of each embedding (batch, dim), or "unknown".
-
-        Returns the labels and the cosine similarities.
-        """
-        threshold = self.speaker_threshold if threshold is None else threshold
-        centred = self.mods.speaker_gallery.centre(embeddings.to(self.device))
-        return identify(centred, self._gallery(), self.speakers, threshold)
-
-    def embed_files(self, paths):
-        """Speaker embeddings of some files, (n_files, embedding_dim); raises :class:`AudioError`."""
-        embeddings = []
-        for path in paths:
-            wav = self.load_audio(path)
-            embeddings.append(self.forward(wav[None])[0]["embedding"].cpu())
-        return torch.stack(embeddings)
-
-    def enroll(self, name, wav_paths):
-        """Adds (or replaces) a speaker from a few recordings of their voice.
-
-        Arguments
-        ---------
-        name : str
-            The label later predictions give; must not be a training speaker
-            or "unknown".
-        wav_paths : list of str
-            Recordings of that speaker (a few seconds each; more is better).
-
-        Returns
-        -------
-        int
-            Number of recordings used.
-        """
-        if name in self.trained_speakers or name == UNKNOWN_SPEAKER:
-            raise ValueError(f"{name!r} is a training speaker or reserved: choose another name")
-        wav_paths = [wav_paths] if isinstance(wav_paths, (str, os.PathLike)) else list(wav_paths)
-        if not wav_paths:
-            raise ValueError(f"enroll({name!r}) needs at least one recording")
-        embeddings = self.embed_files(wav_paths).to(self.device)
-        self.enrolled[name] = centroid(self.mods.speaker_gallery.centre(embeddings))
-        logger.info(f"enrolled speaker {name!r} from {len(wav_paths)} recording(s)")
-        return len(wav_paths)
-
-    def forget(self, name):
-        """Removes an enrolled speaker."""
-        if name not in self.enrolled:
-            raise KeyError(f"{name!r} is not enrolled (enrolled: {sorted(self.enrolled)})")
-        del self.enrolled[name]
-
