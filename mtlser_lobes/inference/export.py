@@ -157,12 +157,17 @@ def load_safetensors(module, path):
 _PATH_KEYS = ("save_folder", "data_folder", "train_csv", "valid_csv", "test_results")
 
 
+#: Keys whose bare values (no ``/``) are paths all the same.
+_PATH_SUFFIXES = ("_folder", "_csv", "_file", "_hub", "_path", "source")
+
+
 def _relative_path_overrides(node, output_folder, workdir):
     """Overrides making absolute every relative path of a composed YAML mapping, nested.
 
     A string is a path when it starts with ``output_folder`` or names something
     that exists under ``workdir`` (so a hub name such as
-    ``facebook/wav2vec2-base`` stays a hub name, as it would in ``workdir``).
+    ``facebook/wav2vec2-base`` stays a hub name, as it would in ``workdir``); a
+    bare word counts only under a key named like a path (``data_folder``).
     """
     overrides = {}
     for key_node, value in node.value:
@@ -171,9 +176,11 @@ def _relative_path_overrides(node, output_folder, workdir):
             if nested:
                 overrides[key_node.value] = nested
         elif isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:str":
-            text = value.value
+            text, key = value.value, key_node.value
             if not text or os.path.isabs(text):
                 continue
+            if "/" not in text and not text.startswith(".") and not key.endswith(_PATH_SUFFIXES):
+                continue  # a bare word (``none``, ``random``) is a value, not a file that happens to exist
             inside_output = os.path.normpath(text + "/").startswith(os.path.normpath(output_folder))
             if inside_output or os.path.exists(os.path.join(workdir, text)):
                 overrides[key_node.value] = os.path.normpath(os.path.join(workdir, text))
@@ -198,7 +205,10 @@ def _load_training_hparams(experiment_folder):
     top = {key.value: value for key, value in document.value}
     output_folder = top["output_folder"].value if "output_folder" in top else "."
     workdir = training_directory(experiment_folder, output_folder)
-    return load_hyperpyyaml(text, _relative_path_overrides(document, output_folder, workdir))
+    hparams = load_hyperpyyaml(text, _relative_path_overrides(document, output_folder, workdir))
+    if "wav2vec2_hub" in top:  # the encoder is built; the model card names it as the run was given it
+        hparams["wav2vec2_hub"] = top["wav2vec2_hub"].value
+    return hparams
 
 
 def _sample_per_speaker(rows, per_speaker, seed):

@@ -310,7 +310,7 @@ def cell_environment(folder):
     for i, line in enumerate(lines):
         for package in ("torch", "speechbrain"):
             if line.startswith(f"{package}=="):
-                found[package] = line.split("==", 1)[1]
+                found[package] = line.split("==", 1)[1].split("+")[0]
         if line == "Git revision:" and i + 1 < len(lines) and lines[i + 1] and not lines[i + 1].startswith("="):
             found["commit"] = lines[i + 1]
         if line == "CUDA not available":
@@ -339,7 +339,7 @@ def environment_line(environments):
     >>> environment_line([{"commit": "abc1234", "torch": "2.11.0", "speechbrain": "1.1.2", "device": "CPU"}] * 2)
     'Trained at commit abc1234 with torch 2.11.0 and SpeechBrain 1.1.2 on CPU (2 cells).'
     """
-    environments = [e for e in environments if e]
+    environments = [e for e in environments if any(e.values())]
     if not environments:
         return "No cell recorded its environment (env.log)."
 

@@ -18,7 +18,7 @@ from recipe_helpers import conversation, experiment_rows
 
 pytestmark = pytest.mark.slow
 
-#: Where the browser test also writes its screenshot (README: docs/demo_screenshot.png), when set.
+#: Where the browser test also writes its screenshot (docs/demo.md: docs/demo_screenshot.png), when set.
 DOCS_DIR = os.environ.get("MTLSER_DOCS_DIR")
 WINDOW_S = 4
 

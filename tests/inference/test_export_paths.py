@@ -12,6 +12,7 @@ def test_saved_hparams_load_from_elsewhere_with_their_paths_made_absolute(tmp_pa
     (experiment / "save").mkdir(parents=True)
     (recipe / "data").mkdir()
     (tmp_path / "encoder").mkdir()
+    (recipe / "none").write_text("")
     (experiment / "hyperparams.yaml").write_text(
         "output_folder: results/exp\n"
         "save_folder: results/exp/save\n"
@@ -19,6 +20,7 @@ def test_saved_hparams_load_from_elsewhere_with_their_paths_made_absolute(tmp_pa
         "data_folder: data\n"
         "hub: facebook/wav2vec2-base\n"
         "sorting: random\n"
+        "block: none\n"  # a file named like the value exists: still a value
         "counts: !new:collections.Counter\n"
         "  source: ../encoder\n"
         "  other: ../not_there\n",
@@ -36,6 +38,6 @@ def test_saved_hparams_load_from_elsewhere_with_their_paths_made_absolute(tmp_pa
     assert hparams["model_folder"] == str(experiment / "model")
     assert hparams["data_folder"] == str(recipe / "data")
     assert hparams["hub"] == "facebook/wav2vec2-base"
-    assert hparams["sorting"] == "random"
+    assert hparams["sorting"] == "random" and hparams["block"] == "none"
     assert hparams["counts"]["source"] == str(tmp_path / "encoder")
     assert hparams["counts"]["other"] == "../not_there"
