@@ -424,7 +424,7 @@ def main(argv=None):
     """Runs the study's missing cells, then writes the results; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     args, overrides = parse_args(argv)
-    args.command = shlex.join(argv)
+    args.command = shlex.join(a for a in argv if a != "--no_run")  # for results.md: what trains the table
     results_folder = os.path.abspath(args.results_folder)
     runs_folder = os.path.abspath(args.runs_folder or os.path.join(results_folder, "runs"))
     os.makedirs(results_folder, exist_ok=True)
