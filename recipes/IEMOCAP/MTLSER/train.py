@@ -53,7 +53,7 @@ from mtlser_lobes.demo.demo_corpus import generate_demo_corpus  # noqa: E402
 from mtlser_lobes.studies.experiment_identity import ExperimentMismatch, hparams_values  # noqa: E402
 from mtlser_lobes.inference.export import export_model  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
-from mtlser_lobes.train_logger import EpochTensorboardLogger  # noqa: E402
+from mtlser_lobes.train_logger import EpochTensorboardLogger, keep_completed_epochs  # noqa: E402
 from mtlser_lobes.losses import class_balanced_weights, ctc_loss  # noqa: E402
 from mtlser_lobes.data.metrics import EmotionMetricTracker, KnownTargetAccuracy, MeanTracker  # noqa: E402
 from mtlser_lobes.data.text import ctc_label_encoder  # noqa: E402
@@ -196,6 +196,12 @@ class MTLBrain(sb.Brain):
             speaker_predictions = best.cpu().tolist()
             self.speaker_accuracy.append(best, speakers)
         self.rows.extend(zip(batch.id, batch.wrd, hypotheses, batch.spk_id, speaker_predictions))
+
+    def on_fit_start(self):
+        """Recovers the last checkpoint (SpeechBrain's) and cuts ``train_log.txt`` back to it."""
+        super().on_fit_start()
+        if if_main_process():
+            keep_completed_epochs(self.hparams.train_log, self.hparams.epoch_counter.current)
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the loss terms and, outside training, the metric trackers."""
