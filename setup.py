@@ -46,11 +46,12 @@ setup(
         "demo": ["gradio==6.31.0", "gradio_client==2.7.2"],
         # use_tensorboard: True in hparams/mtl.yaml
         "tensorboard": ["tensorboard==2.21.0"],
-        # submitit's local executor exercises the cluster launcher in the tests; the ONNX, demo and
+        # pytest-xdist runs the tests in two workers; submitit's local executor exercises the
+        # cluster launcher in the tests; the ONNX, demo and
         # TensorBoard tests need their extras, and the browser test drives Debian's chromium
         # through Playwright
         "test": [
-            "pytest==9.2.0", "submitit==1.5.4",
+            "pytest==9.2.0", "pytest-xdist==3.8.0", "submitit==1.5.4",
             "onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2",
             "gradio==6.31.0", "gradio_client==2.7.2", "tensorboard==2.21.0", "playwright==1.65.2",
         ],

@@ -7,6 +7,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # One torch thread per pytest-xdist worker (and per process it starts): workers * threads
+    # over the cores would make OpenMP spin, and one step can then take minutes instead of a second.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_DIR = os.path.join(ROOT, "recipes", "IEMOCAP", "MTLSER")
@@ -53,15 +58,27 @@ def trained_experiment(tmp_path_factory, tiny_encoder, demo_release):
 
 # The reliability suite's ledger (tests/reliability): each test records the faults it injected and
 # survived; the terminal summary prints the totals that docs/reliability.md quotes.
-_RELIABILITY_LEDGER = []
+# Fixtures that train a model once per process: the tests that use them run in one process
+_TRAINED_MODELS = {"trained_experiment", "small_experiment"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups the tests for ``pytest -n N --dist loadgroup`` (README): a module's tests run in one
+    worker (its module fixtures are built once), and so do all the tests of the trained models."""
+    for item in items:
+        uses_trained_model = _TRAINED_MODELS & set(getattr(item, "fixturenames", ()))
+        group = "trained_models" if uses_trained_model else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
-def ledger():
+def ledger(request):
     """``ledger(kind, name)`` records one fault survived (call it after the assertions)."""
 
     def record(kind, name):
-        _RELIABILITY_LEDGER.append((kind, name))
+        # a report property, so it reaches the summary from pytest-xdist workers too
+        request.node.user_properties.append(("reliability", (kind, name)))
 
     return record
 
@@ -73,8 +90,11 @@ def pytest_terminal_summary(terminalreporter):
     and skipped under ``skip``); the total counts each fault once.
     """
     kinds = {}
-    for kind, name in _RELIABILITY_LEDGER:
-        kinds.setdefault(kind, set()).add(name)
+    for report in terminalreporter.stats.get("passed", []):
+        for key, value in getattr(report, "user_properties", ()):
+            if key == "reliability" and report.when == "call":
+                kind, name = value
+                kinds.setdefault(kind, set()).add(name)
     if not kinds:
         return
     terminalreporter.section("reliability")
