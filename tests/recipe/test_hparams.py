@@ -70,13 +70,14 @@ def test_every_key_is_read_by_a_run(path, tiny_encoder, demo_release, tmp_path, 
     """
     import speechbrain as sb
 
+    import recipe_options
     import train
 
     read = set()
     load = train.load_hyperpyyaml
     monkeypatch.setattr(train, "load_hyperpyyaml", lambda *a, **k: _ReadKeys(load(*a, **k), read))
-    values = train.hparams_values
-    monkeypatch.setattr(train, "hparams_values", lambda *a, **k: _ReadKeys(values(*a, **k), read))
+    values = recipe_options.hparams_values  # the checks of the command line read them first
+    monkeypatch.setattr(recipe_options, "hparams_values", lambda *a, **k: _ReadKeys(values(*a, **k), read))
     brain_init = sb.Brain.__init__
 
     def tracked_init(self, *args, **kwargs):

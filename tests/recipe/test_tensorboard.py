@@ -42,12 +42,12 @@ def test_event_files_hold_every_loss_term_metric_and_learning_rate(small_experim
 def test_without_tensorboard_installed_the_run_stops_first_saying_what_to_install(monkeypatch):
     import importlib.util
 
-    import train
+    from recipe_options import check_options
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "tensorboard" else real_find_spec(name, *args))
-    problems = train.check_options({"alpha": 0.1, "beta": 0.1, "data_folder": "x", "use_tensorboard": True})
+    problems = check_options({"alpha": 0.1, "beta": 0.1, "data_folder": "x", "use_tensorboard": True})
     assert problems == ['--use_tensorboard True needs TensorBoard: pip install mtlser[tensorboard] '
                         '(from a clone: pip install -e ".[tensorboard]")']
-    assert train.check_options({"alpha": 0.1, "beta": 0.1, "data_folder": "x", "use_tensorboard": False}) == []
+    assert check_options({"alpha": 0.1, "beta": 0.1, "data_folder": "x", "use_tensorboard": False}) == []

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import recipe_options
 import train
 from conftest import RECIPE_DIR
 from iemocap_tree import build_tree
@@ -97,10 +98,10 @@ def test_help_lists_the_own_flags(capsys):
 @pytest.mark.parametrize("protocol, expected", [("loso", 8), ("random", 10)])
 def test_the_speaker_count_comes_from_the_data(release, tmp_path, protocol, expected):
     """n_speakers auto (the default): no --n_speakers to type for either protocol."""
-    values = train.hparams_values(HPARAMS, f"data_folder: {release}\nprotocol: {protocol}\n"
+    values = recipe_options.hparams_values(HPARAMS, f"data_folder: {release}\nprotocol: {protocol}\n"
                                            f"output_folder: {tmp_path / 'exp'}")
     assert values["n_speakers"] == "auto"
-    assert train.check_options(values) == [] and train.check_data(values) == []
-    assert train.count_training_speakers(values) == expected
-    overrides = train.with_override("alpha: 0.1\nn_speakers: auto", "n_speakers", expected)
-    assert train.hparams_values(HPARAMS, overrides)["n_speakers"] == expected
+    assert recipe_options.check_options(values) == [] and recipe_options.check_data(values) == []
+    assert recipe_options.count_training_speakers(values) == expected
+    overrides = recipe_options.with_override("alpha: 0.1\nn_speakers: auto", "n_speakers", expected)
+    assert recipe_options.hparams_values(HPARAMS, overrides)["n_speakers"] == expected

@@ -118,18 +118,18 @@ def test_cpu_features_name_the_instruction_sets(cpu_bf16):
 
 
 def test_training_resolves_auto_on_the_command_line_and_in_the_yaml(cpu_bf16, caplog):
-    import train
+    import recipe_options
     from speechbrain.utils.run_opts import RunOptions
 
     cpu_bf16(False)
-    argv, auto = train.resolve_auto_precision(["hparams/mtl.yaml", "--precision", "auto", "--eval_precision=auto",
+    argv, auto = recipe_options.resolve_auto_precision(["hparams/mtl.yaml", "--precision", "auto", "--eval_precision=auto",
                                                "--alpha", "0.1"])
     assert argv == ["hparams/mtl.yaml", "--precision", "fp32", "--eval_precision=fp32", "--alpha", "0.1"]
     assert auto == {"precision", "eval_precision"}
     cpu_bf16(True)
-    assert train.resolve_auto_precision(["h.yaml", "--precision=auto"])[0] == ["h.yaml", "--precision=bf16"]
+    assert recipe_options.resolve_auto_precision(["h.yaml", "--precision=auto"])[0] == ["h.yaml", "--precision=bf16"]
     hparams = {"precision": "auto", "eval_precision": "fp32"}
     with caplog.at_level(logging.INFO, logger="mtlser_lobes.precision"):
-        train.choose_precision(hparams, RunOptions(), set())
+        recipe_options.choose_precision(hparams, RunOptions(), set())
     assert hparams == {"precision": "bf16", "eval_precision": "fp32"}
     assert any(r.getMessage().startswith("precision auto: bf16") for r in caplog.records)

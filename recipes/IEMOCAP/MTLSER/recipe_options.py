@@ -322,3 +322,54 @@ def open_experiment(hparams_file, overrides, values, run_opts, overwrite):
         )
 
     return status, report
+
+
+def read_command_line(argv):
+    """Parses and checks ``train.py``'s command line before anything is written or loaded.
+
+    Generates the demo corpus on first use (when ``data_folder`` is the demo one) and
+    turns ``n_speakers: auto`` into the count of the training speakers.
+
+    Returns
+    -------
+    hparams_file, run_opts, overrides
+        As ``speechbrain.parse_arguments`` returns them (``overrides`` with the resolved
+        ``auto`` values).
+    values : dict
+        The plain values of the hparams file with the overrides.
+    flags : dict
+        This script's own flags (:data:`OWN_FLAGS`) -> whether given.
+    auto_precision : bool
+        Whether ``--precision auto`` was given.
+
+    Raises
+    ------
+    UsageError
+        A bad option, or a data folder that does not fit the options.
+    """
+    import speechbrain as sb
+
+    from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
+
+    argv, flags = split_own_flags(argv)
+    argv, auto_precision = resolve_auto_precision(argv)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    if not os.path.isfile(hparams_file):
+        raise UsageError(f"no hparams file {hparams_file} (run from recipes/IEMOCAP/MTLSER: hparams/mtl.yaml)")
+    values = hparams_values(hparams_file, overrides)
+    problems = unknown_options(hparams_file, overrides) + check_options(values)
+    if problems:
+        raise UsageError("\n  ".join(["bad option(s):"] + problems))
+    if os.path.abspath(values["data_folder"]) == os.path.abspath(values["demo_data_folder"]):
+        run_on_main(
+            generate_demo_corpus,
+            kwargs={"save_folder": os.path.dirname(os.path.abspath(values["data_folder"]))},
+        )
+    problems = check_data(values)
+    if problems:
+        raise UsageError("\n  ".join(["the data folder does not fit the options:"] + problems))
+    if values["n_speakers"] == "auto":  # the speaker head's size, from the data (and so in the identity)
+        values["n_speakers"] = count_training_speakers(values)
+        overrides = with_override(overrides, "n_speakers", values["n_speakers"])
+    return hparams_file, run_opts, overrides, values, flags, auto_precision

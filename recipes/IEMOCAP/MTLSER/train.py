@@ -46,29 +46,16 @@ from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 from speechbrain.utils.logger import get_logger  # noqa: E402
 
-from mtlser_lobes.artifacts import CTC_ENCODER, EMOTION_ENCODER, SPEAKER_ENCODER, write_test_results  # noqa: E402
-from mtlser_lobes.data.audio import load_training_audio  # noqa: E402
+from mtlser_lobes.artifacts import write_test_results  # noqa: E402
 from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
-from mtlser_lobes.demo.demo_corpus import generate_demo_corpus  # noqa: E402
-from mtlser_lobes.studies.experiment_identity import ExperimentMismatch, hparams_values  # noqa: E402
-from mtlser_lobes.inference.export import export_model  # noqa: E402
-from mtlser_lobes.helpers import frame_lengths  # noqa: E402
-from mtlser_lobes.train_logger import EpochTensorboardLogger, keep_completed_epochs  # noqa: E402
-from mtlser_lobes.losses import class_balanced_weights, ctc_loss  # noqa: E402
 from mtlser_lobes.data.metrics import EmotionMetricTracker, KnownTargetAccuracy, MeanTracker  # noqa: E402
-from mtlser_lobes.data.text import ctc_label_encoder  # noqa: E402
-from recipe_options import (  # noqa: E402 (beside this file)
-    UsageError,
-    check_data,
-    check_options,
-    choose_precision,
-    count_training_speakers,
-    open_experiment,
-    resolve_auto_precision,
-    split_own_flags,
-    unknown_options,
-    with_override,
-)
+from mtlser_lobes.helpers import frame_lengths  # noqa: E402
+from mtlser_lobes.inference.export import export_model  # noqa: E402
+from mtlser_lobes.losses import class_balanced_weights, ctc_loss  # noqa: E402
+from mtlser_lobes.studies.experiment_identity import ExperimentMismatch  # noqa: E402
+from mtlser_lobes.train_logger import EpochTensorboardLogger, keep_completed_epochs  # noqa: E402
+from recipe_options import UsageError, choose_precision, open_experiment, read_command_line  # noqa: E402
+from iemocap_dataio import dataio_prepare, train_loader_options  # noqa: E402 (beside this file)
 
 logger = get_logger(__name__)
 
@@ -366,139 +353,10 @@ class MTLBrain(sb.Brain):
                 self.checkpointer.add_recoverable(name, optimizer)
 
 
-def dataio_prepare(hparams):
-    """Builds the datasets and the label encoders (saved beside the checkpoints).
-
-    Returns
-    -------
-    datasets : dict
-        ``train``, ``valid``, ``test`` -> DynamicItemDataset.
-    encoders : dict
-        ``emotion``, ``speaker`` (CategoricalEncoder) and ``tokenizer``
-        (CTCTextEncoder).
-    """
-    save_folder = hparams["save_folder"]
-    emotion_encoder = sb.dataio.encoder.CategoricalEncoder()
-    emotion_encoder.load_or_create(
-        os.path.join(save_folder, EMOTION_ENCODER),
-        from_iterables=[hparams["emotion_classes"]],
-    )
-    emotion_encoder.expect_len(len(hparams["emotion_classes"]))
-    tokenizer = ctc_label_encoder(os.path.join(save_folder, CTC_ENCODER))
-    if len(tokenizer) != hparams["ctc_head"].n_tokens:
-        raise ValueError(
-            f"the CTC head has {hparams['ctc_head'].n_tokens} outputs but the "
-            f"character set has {len(tokenizer)} symbols"
-        )
-
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        """Loads the waveform at the model's rate, mono, cropped to max_duration_s."""
-        return load_training_audio(wav, hparams["sample_rate"], hparams["max_duration_s"])
-
-    @sb.utils.data_pipeline.takes("emo")
-    @sb.utils.data_pipeline.provides("emo_encoded")
-    def emotion_pipeline(emo):
-        """Encodes the emotion label."""
-        return emotion_encoder.encode_label_torch(emo)
-
-    @sb.utils.data_pipeline.takes("wrd")
-    @sb.utils.data_pipeline.provides("tokens")
-    def text_pipeline(wrd):
-        """Encodes the normalised words as characters."""
-        return torch.LongTensor(tokenizer.encode_sequence(list(wrd)))
-
-    csv_paths = {"train": hparams["train_csv"], "valid": hparams["valid_csv"], "test": hparams["test_csv"]}
-    datasets = {}
-    for split, csv_path in csv_paths.items():
-        datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
-            csv_path=csv_path,
-            replacements={"data_root": hparams["data_folder"]},
-            dynamic_items=[audio_pipeline, emotion_pipeline, text_pipeline],
-            output_keys=["id", "sig", "emo_encoded", "tokens", "wrd", "spk_id"],
-        )
-
-    train_speakers = sorted({row["spk_id"] for row in datasets["train"].data.values()})
-    if len(train_speakers) != hparams["n_speakers"]:
-        raise UsageError(
-            f"train.csv has {len(train_speakers)} speakers but n_speakers is "
-            f"{hparams['n_speakers']}: pass --n_speakers {len(train_speakers)}"
-        )
-    speaker_encoder = sb.dataio.encoder.CategoricalEncoder()
-    speaker_encoder.load_or_create(
-        os.path.join(save_folder, SPEAKER_ENCODER), from_iterables=[train_speakers]
-    )
-
-    @sb.utils.data_pipeline.takes("spk_id")
-    @sb.utils.data_pipeline.provides("spk_encoded")
-    def speaker_pipeline(spk_id):
-        """Index of a training speaker, -1 for a speaker unseen in training."""
-        return torch.LongTensor([speaker_encoder.lab2ind.get(spk_id, -1)])
-
-    sb.dataio.dataset.add_dynamic_item(list(datasets.values()), speaker_pipeline)
-    sb.dataio.dataset.set_output_keys(
-        list(datasets.values()), ["id", "sig", "emo_encoded", "tokens", "wrd", "spk_id", "spk_encoded"]
-    )
-
-    if hparams["sorting"] in ("ascending", "descending"):
-        datasets["train"] = datasets["train"].filtered_sorted(
-            sort_key="duration", reverse=hparams["sorting"] == "descending"
-        )
-        hparams["train_dataloader_options"]["shuffle"] = False
-    elif hparams["sorting"] == "random":
-        hparams["train_dataloader_options"]["shuffle"] = True
-    else:
-        raise ValueError(f"sorting must be random, ascending or descending, not {hparams['sorting']!r}")
-    encoders = {"emotion": emotion_encoder, "speaker": speaker_encoder, "tokenizer": tokenizer}
-    return datasets, encoders
-
-
-def train_loader_options(hparams, train_set):
-    """The training loader's options: fixed-size batches, or duration-bucketed dynamic ones.
-
-    With ``dynamic_batching``, SpeechBrain's ``DynamicBatchSampler`` fills each
-    batch with up to ``max_batch_length`` seconds of turns of similar duration,
-    so little of a batch is padding (``benchmarks/README.md``).
-    """
-    if not hparams["dynamic_batching"]:
-        return hparams["train_dataloader_options"]
-    from speechbrain.dataio.sampler import DynamicBatchSampler
-
-    def duration(item):
-        return float(item["duration"])
-
-    return {
-        "batch_sampler": DynamicBatchSampler(train_set, length_func=duration, **hparams["dynamic_batch_sampler"]),
-        "num_workers": hparams["num_workers"],
-    }
-
-
 def main(argv):
     """Checks the options, prepares the data, trains, and tests the checkpoint of best validation UA."""
-    argv, flags = split_own_flags(argv)
-    argv, auto_precision = resolve_auto_precision(argv)
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    if not os.path.isfile(hparams_file):
-        raise UsageError(f"no hparams file {hparams_file} (run from recipes/IEMOCAP/MTLSER: hparams/mtl.yaml)")
-
     # Everything a user typed is checked before anything is written or loaded.
-    values = hparams_values(hparams_file, overrides)
-    problems = unknown_options(hparams_file, overrides) + check_options(values)
-    if problems:
-        raise UsageError("\n  ".join(["bad option(s):"] + problems))
-    if os.path.abspath(values["data_folder"]) == os.path.abspath(values["demo_data_folder"]):
-        run_on_main(
-            generate_demo_corpus,
-            kwargs={"save_folder": os.path.dirname(os.path.abspath(values["data_folder"]))},
-        )
-    problems = check_data(values)
-    if problems:
-        raise UsageError("\n  ".join(["the data folder does not fit the options:"] + problems))
-    if values["n_speakers"] == "auto":  # the speaker head's size, from the data (and so in the identity)
-        values["n_speakers"] = count_training_speakers(values)
-        overrides = with_override(overrides, "n_speakers", values["n_speakers"])
+    hparams_file, run_opts, overrides, values, flags, auto_precision = read_command_line(argv)
 
     # The output folder holds one experiment: resume it, or refuse before touching it.
     status, report_experiment = open_experiment(hparams_file, overrides, values, run_opts, flags["--overwrite"])
