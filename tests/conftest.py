@@ -56,8 +56,6 @@ def trained_experiment(tmp_path_factory, tiny_encoder, demo_release):
     return {"folder": output, "model": os.path.join(output, "model"), "data": demo_release}
 
 
-# The reliability suite's ledger (tests/reliability): each test records the faults it injected and
-# survived; the terminal summary prints the totals that docs/reliability.md quotes.
 # Fixtures that train a model once per process: the tests that use them run in one process
 _TRAINED_MODELS = {"trained_experiment", "small_experiment"}
 
@@ -72,6 +70,8 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+# The reliability suite's ledger (tests/reliability): each test records the faults it injected and
+# survived; the terminal summary prints the totals that docs/reliability.md quotes.
 @pytest.fixture
 def ledger(request):
     """``ledger(kind, name)`` records one fault survived (call it after the assertions)."""
