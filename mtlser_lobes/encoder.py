@@ -17,6 +17,8 @@ import torch
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from transformers import AutoConfig, AutoModel
 
+from mtlser_lobes.frontend import rebuild_frontend
+
 __all__ = ["Wav2Vec2FromConfig", "EncoderFromConfig"]
 
 
@@ -62,7 +64,7 @@ class Wav2Vec2FromConfig(Wav2Vec2):
         model_type = config.pop("model_type", None) or "wav2vec2"
         self.config = AutoConfig.for_model(model_type, **config)
         self.config.apply_spec_augment = False
-        self.model = AutoModel.from_config(self.config)
+        self.model = rebuild_frontend(AutoModel.from_config(self.config))
         self.model.eval()
         self.normalize_wav = normalize_wav
         self.output_norm = output_norm
