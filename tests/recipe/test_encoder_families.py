@@ -1,8 +1,10 @@
-"""HuBERT, WavLM and data2vec-audio encoders end to end: train.py, export, the interface.
+"""HuBERT, WavLM and data2vec-audio encoders, and the fbank front end, end to end: train.py,
+export, the interface.
 
 Each family's tiny random encoder (``mtlser-tiny-encoder --family F``) is trained for one epoch on
 the demo corpus, exported, and the exported folder answers files as the training Brain does, alone
-or in a padded batch. (wav2vec 2.0 goes through the same steps in test_interface.py.)
+or in a padded batch. (wav2vec 2.0 with its own front end goes through the same steps in
+test_interface.py.)
 """
 
 import os
@@ -19,12 +21,14 @@ pytestmark = pytest.mark.slow
 EMOTIONS = ("neu", "hap", "ang", "sad")
 
 
-@pytest.mark.parametrize("family, model_type, model_class", [
-    ("hubert", "hubert", "HubertModel"),
-    ("wavlm", "wavlm", "WavLMModel"),
-    ("data2vec", "data2vec-audio", "Data2VecAudioModel"),
+@pytest.mark.parametrize("family, model_type, model_class, frontend", [
+    ("hubert", "hubert", "HubertModel", "waveform"),
+    ("wavlm", "wavlm", "WavLMModel", "waveform"),
+    ("data2vec", "data2vec-audio", "Data2VecAudioModel", "waveform"),
+    ("wav2vec2", "wav2vec2", "Wav2Vec2Model", "fbank"),
 ])
-def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, family, model_type, model_class):
+def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, family, model_type, model_class,
+                                           frontend):
     from transformers import AutoModel
 
     from mtlser_lobes.inference.interface import MTLSER
@@ -37,12 +41,14 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
     output = str(tmp_path / "exp")
     run_train([
         "--wav2vec2_hub", encoder, "--data_folder", demo_release, "--output_folder", output,
-        "--number_of_epochs", "1", *TINY_ENCODER_OVERRIDES,
+        "--number_of_epochs", "1", "--encoder_frontend", frontend, *TINY_ENCODER_OVERRIDES,
     ])
     with open(os.path.join(output, "model", "model_card.md")) as card:
         assert f"- Encoder: `{encoder}` ({model_type})" in card.read()
     model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu"})
     assert type(model.mods.wav2vec2.model).__name__ == model_class  # rebuilt from the exported config
+    frontend_class = type(model.mods.wav2vec2.model.feature_extractor).__name__
+    assert frontend_class == ("FbankFrontend" if frontend == "fbank" else f"{model_class[:-5]}FeatureEncoder")
 
     paths = [row["wav"] for row in prepared_rows(os.path.join(output, "test.csv"), demo_release)[:4]]
     assert len({soundfile.info(path).frames for path in paths}) > 1  # the batch below really is padded
