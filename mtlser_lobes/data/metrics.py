@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-__all__ = ["emotion_scores", "EmotionMetricTracker", "KnownTargetAccuracy", "MeanTracker"]
+__all__ = ["emotion_scores", "EmotionMetricTracker", "KnownTargetAccuracy", "MeanTracker", "StageMetrics"]
 
 
 def emotion_scores(targets, predictions, labels):
@@ -151,3 +151,108 @@ class KnownTargetAccuracy:
     def summarize(self):
         """Accuracy in %, or None when no target was known."""
         return 100 * self.correct / self.known if self.known else None
+
+
+class StageMetrics:
+    """Every metric of one validation or test stage, and one row per utterance for the predictions CSV.
+
+    Emotion WA/UA, CER and WER of the CTC transcripts (when a CER factory is
+    given: the CTC head is on) and speaker accuracy over the speakers seen in
+    training (when ``use_speaker``).
+
+    Arguments
+    ---------
+    emotion_classes : sequence of str
+        Emotion class names in index order.
+    cer_computer, wer_computer : callable or None
+        Factories of SpeechBrain ``ErrorRateStats`` (characters, words); None when CTC is off.
+    use_speaker : bool
+        Whether the speaker head runs.
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.utils.metric_stats import ErrorRateStats
+    >>> metrics = StageMetrics(["neu", "hap"], ErrorRateStats, ErrorRateStats, use_speaker=True)
+    >>> metrics.append(
+    ...     ["u1", "u2"], torch.log(torch.tensor([[0.9, 0.1], [0.3, 0.7]])), torch.tensor([0, 1]),
+    ...     words=["hi you", "no"], speakers=["A", "C"], hypotheses=["hi yo", "no"],
+    ...     speaker_log_probs=torch.log(torch.tensor([[0.6, 0.4], [0.2, 0.8]])),
+    ...     speaker_targets=torch.tensor([0, -1]))
+    >>> stats = metrics.summarize()
+    >>> stats["UA"], stats["CER"], round(stats["WER"], 2), stats["speaker_acc"]
+    (100.0, 12.5, 33.33, 100.0)
+    >>> header, rows = metrics.prediction_table(["A", "B"])
+    >>> dict(zip(header, rows[1]))["spk_pred"], dict(zip(header, rows[1]))["p_hap"]
+    ('B', '0.7000')
+    >>> emotion_only = StageMetrics(["neu", "hap"])
+    >>> emotion_only.append(["u1"], torch.log(torch.tensor([[0.9, 0.1]])), torch.tensor([0]), ["hi"], ["A"])
+    >>> emotion_only.summarize(), emotion_only.prediction_table(["A"])[1][0][-3:]
+    ({'WA': 100.0, 'UA': 100.0}, ['', 'A', ''])
+    """
+
+    def __init__(self, emotion_classes, cer_computer=None, wer_computer=None, use_speaker=False):
+        self.emotion = EmotionMetricTracker(emotion_classes)
+        self.cer = cer_computer() if cer_computer is not None else None
+        self.wer = wer_computer() if cer_computer is not None else None
+        self.speaker = KnownTargetAccuracy() if use_speaker else None
+        self.rows = []  # (id, words, hypothesis, speaker, predicted speaker index or None)
+
+    def append(self, ids, emotion_log_probs, emotion_targets, words, speakers, hypotheses=None,
+               speaker_log_probs=None, speaker_targets=None):
+        """Adds a batch.
+
+        Arguments
+        ---------
+        ids, words, speakers : list of str
+            Utterance ids, reference transcripts and speaker labels.
+        emotion_log_probs : torch.Tensor
+            (batch, n_emotions).
+        emotion_targets : torch.Tensor
+            (batch,) class indices.
+        hypotheses : list of str, optional
+            CTC transcripts (needed when CTC is on).
+        speaker_log_probs : torch.Tensor, optional
+            (batch, n_speakers), needed when the speaker head runs.
+        speaker_targets : torch.Tensor, optional
+            (batch,) indices of training speakers, -1 for a speaker unseen in training.
+        """
+        self.emotion.append(ids, emotion_log_probs, emotion_targets)
+        if self.cer is not None:
+            self.cer.append(ids, [list(h) for h in hypotheses], [list(r) for r in words])
+            self.wer.append(ids, [h.split() for h in hypotheses], [r.split() for r in words])
+        speaker_predictions = [None] * len(ids)
+        if self.speaker is not None:
+            best = speaker_log_probs.argmax(dim=-1)  # (batch,)
+            speaker_predictions = best.cpu().tolist()
+            self.speaker.append(best, speaker_targets)
+        hypotheses = hypotheses if self.cer is not None else [""] * len(ids)
+        self.rows.extend(zip(ids, words, hypotheses, speakers, speaker_predictions))
+
+    def summarize(self):
+        """``WA`` and ``UA`` in %, ``CER``/``WER`` (CTC on), ``speaker_acc`` (known speakers only)."""
+        emotion = self.emotion.summarize()
+        stats = {"WA": 100 * emotion["WA"], "UA": 100 * emotion["UA"]}
+        if self.cer is not None:
+            stats["CER"] = self.cer.summarize("error_rate")
+            stats["WER"] = self.wer.summarize("error_rate")
+        if self.speaker is not None and self.speaker.summarize() is not None:
+            stats["speaker_acc"] = self.speaker.summarize()
+        return stats
+
+    def prediction_table(self, speaker_labels):
+        """The predictions CSV: header and one row per utterance.
+
+        ``speaker_labels`` maps a speaker index to its label (a list, or a
+        label encoder's ``ind2lab``).
+        """
+        classes, tracker = self.emotion.labels, self.emotion
+        rows = []
+        for i, (utt, words, hypothesis, speaker, speaker_index) in enumerate(self.rows):
+            rows.append(
+                [utt, classes[tracker.targets[i]], classes[tracker.predictions[i]]]
+                + [f"{p:.4f}" for p in tracker.probabilities[i]]
+                + [words, hypothesis, speaker, "" if speaker_index is None else speaker_labels[speaker_index]]
+            )
+        header = ["ID", "emo", "emo_pred"] + [f"p_{c}" for c in classes]
+        return header + ["wrd", "wrd_pred", "spk_id", "spk_pred"], rows

@@ -18,14 +18,10 @@ On IEMOCAP (leave-one-session-out, test on session 5)::
     python train.py hparams/mtl.yaml --data_folder /path/to/IEMOCAP_full_release \
         --alpha 0.1 --beta 0.1
 
-Re-running the same command resumes from the last checkpoint; an output folder
-holds one experiment, and a run that differs from it stops before touching it
-(``recipe_options.open_experiment``). Test results (``test_results.json``,
-``predictions.csv``) come from the checkpoint of best validation UA, which is
-then exported to ``<output_folder>/model`` for ``mtlser-infer``. Options are
-checked before anything is written (``recipe_options.py``): a user mistake
-prints one message and exits with status 2 (1 for a corpus problem). See
-``docs/training.md``.
+Re-running a command resumes it; a different run refuses the folder
+(``recipe_options.py``, which checks every option before anything is written).
+The checkpoint of best validation UA is tested and exported to
+``<output_folder>/model`` for ``mtlser-infer``. See ``docs/training.md``.
 
 Authors
  * MTLSER developers
@@ -48,7 +44,7 @@ from speechbrain.utils.logger import get_logger  # noqa: E402
 
 from mtlser_lobes.artifacts import write_test_results  # noqa: E402
 from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
-from mtlser_lobes.data.metrics import EmotionMetricTracker, KnownTargetAccuracy, MeanTracker  # noqa: E402
+from mtlser_lobes.data.metrics import MeanTracker, StageMetrics  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
 from mtlser_lobes.inference.export import export_model  # noqa: E402
 from mtlser_lobes.losses import class_balanced_weights, ctc_loss  # noqa: E402
@@ -163,26 +159,17 @@ class MTLBrain(sb.Brain):
 
     @torch.no_grad()
     def _update_metrics(self, predictions, batch, speakers):
-        """Feeds the emotion, CER/WER and speaker trackers with one batch."""
-        self.emotion_metrics.append(batch.id, predictions["emotion"], batch.emo_encoded.data)
-        hypotheses = [""] * len(batch.id)
+        """Feeds the stage's metrics (emotion, CER/WER of the greedy CTC transcripts, speakers)."""
+        hypotheses = None
         if self.use_ctc:
             sequences = sb.decoders.ctc_greedy_decode(
                 predictions["ctc"], predictions["feat_lens"], blank_id=self.hparams.blank_index
             )
             hypotheses = ["".join(self.tokenizer.decode_ndim(seq)) for seq in sequences]
-            self.cer_metric.append(
-                batch.id, [list(h) for h in hypotheses], [list(r) for r in batch.wrd]
-            )
-            self.wer_metric.append(
-                batch.id, [h.split() for h in hypotheses], [r.split() for r in batch.wrd]
-            )
-        speaker_predictions = [None] * len(batch.id)
-        if self.use_speaker:
-            best = predictions["speaker"].argmax(dim=-1)  # (batch,)
-            speaker_predictions = best.cpu().tolist()
-            self.speaker_accuracy.append(best, speakers)
-        self.rows.extend(zip(batch.id, batch.wrd, hypotheses, batch.spk_id, speaker_predictions))
+        self.metrics.append(
+            batch.id, predictions["emotion"], batch.emo_encoded.data, batch.wrd, batch.spk_id,
+            hypotheses, predictions.get("speaker"), speakers,
+        )
 
     def on_fit_start(self):
         """Recovers the last checkpoint (SpeechBrain's) and cuts ``train_log.txt`` back to it."""
@@ -194,11 +181,12 @@ class MTLBrain(sb.Brain):
         """Resets the loss terms and, outside training, the metric trackers."""
         self.loss_terms = MeanTracker()
         if stage != sb.Stage.TRAIN:
-            self.emotion_metrics = EmotionMetricTracker(self.hparams.emotion_classes)
-            self.cer_metric = self.hparams.cer_computer()
-            self.wer_metric = self.hparams.wer_computer()
-            self.speaker_accuracy = KnownTargetAccuracy()
-            self.rows = []
+            self.metrics = StageMetrics(
+                self.hparams.emotion_classes,
+                self.hparams.cer_computer if self.use_ctc else None,
+                self.hparams.wer_computer,
+                use_speaker=self.use_speaker,
+            )
 
     def _stage_stats(self, stage, stage_loss):
         """Loss, each loss term and, outside training, every metric of the stage."""
@@ -209,13 +197,7 @@ class MTLBrain(sb.Brain):
                 stats["nonfinite_batches_skipped"] = self.nonfinite_count
             stats.update(self._learned_weights())
             return stats
-        emotion = self.emotion_metrics.summarize()
-        stats.update({"WA": 100 * emotion["WA"], "UA": 100 * emotion["UA"]})
-        if self.use_ctc:
-            stats["CER"] = self.cer_metric.summarize("error_rate")
-            stats["WER"] = self.wer_metric.summarize("error_rate")
-        if self.use_speaker and self.speaker_accuracy.summarize() is not None:
-            stats["speaker_acc"] = self.speaker_accuracy.summarize()
+        stats.update(self.metrics.summarize())
         return stats
 
     def _learned_weights(self):
@@ -284,39 +266,22 @@ class MTLBrain(sb.Brain):
 
     def _write_test_results(self, stats):
         """Writes the test JSON and ``predictions.csv``."""
-        emotion = self.emotion_metrics.summarize()
+        hp, emotion = self.hparams, self.metrics.emotion.summarize()
+        speaker_note = None
+        if not self.use_speaker:
+            speaker_note = "speaker head off (beta = 0)"
+        elif "speaker_acc" not in stats:
+            speaker_note = "test speakers unseen in training: accuracy undefined"
         results = {
-            **stats,
-            "recall": emotion["recall"],
-            "confusion": emotion["confusion"],
-            "emotion_classes": list(self.hparams.emotion_classes),
-            "n_utterances": emotion["n"],
-            "alpha": self.hparams.alpha,
-            "beta": self.hparams.beta,
-            "protocol": self.hparams.protocol,
-            "test_session": self.hparams.test_session,
-            "epoch": self.hparams.epoch_counter.current,
-            "best_valid_UA": self._best_valid_ua(),
-            "averaged_checkpoints": self.hparams.average_checkpoints,
-            "speaker_note": None,
+            **stats, "recall": emotion["recall"], "confusion": emotion["confusion"],
+            "emotion_classes": list(hp.emotion_classes), "n_utterances": emotion["n"],
+            "alpha": hp.alpha, "beta": hp.beta, "protocol": hp.protocol, "test_session": hp.test_session,
+            "epoch": hp.epoch_counter.current, "best_valid_UA": self._best_valid_ua(),
+            "averaged_checkpoints": hp.average_checkpoints, "speaker_note": speaker_note,
             "environment": {"torch": torch.__version__, "speechbrain": sb.__version__,
                             "device": torch.device(self.device).type},
         }
-        if not self.use_speaker:
-            results["speaker_note"] = "speaker head off (beta = 0)"
-        elif "speaker_acc" not in stats:
-            results["speaker_note"] = "test speakers unseen in training: accuracy undefined"
-        classes = list(self.hparams.emotion_classes)
-        tracker = self.emotion_metrics
-        rows = []
-        for i, (utt, words, hypothesis, speaker, speaker_index) in enumerate(self.rows):
-            speaker_label = self.speaker_encoder.ind2lab[speaker_index] if speaker_index is not None else ""
-            rows.append(
-                [utt, classes[tracker.targets[i]], classes[tracker.predictions[i]]]
-                + [f"{p:.4f}" for p in tracker.probabilities[i]]
-                + [words, hypothesis, speaker, speaker_label]
-            )
-        header = ["ID", "emo", "emo_pred"] + [f"p_{c}" for c in classes] + ["wrd", "wrd_pred", "spk_id", "spk_pred"]
+        header, rows = self.metrics.prediction_table(self.speaker_encoder.ind2lab)
         write_test_results(self.hparams.test_results, self.hparams.test_predictions, results, header, rows)
         logger.info(f"test results written to {self.hparams.test_results}")
 
