@@ -12,9 +12,11 @@ import math
 import os
 import re
 
+import speechbrain as sb
 from speechbrain.utils.distributed import ddp_barrier, run_on_main
 from speechbrain.utils.run_opts import RunOptions
 
+from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
 from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS, STATS_NORMS
 from mtlser_lobes.precision import PRECISIONS, resolve_precision
 from mtlser_lobes.studies.experiment_identity import (
@@ -347,10 +349,6 @@ def read_command_line(argv):
     UsageError
         A bad option, or a data folder that does not fit the options.
     """
-    import speechbrain as sb
-
-    from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
-
     argv, flags = split_own_flags(argv)
     argv, auto_precision = resolve_auto_precision(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
