@@ -78,6 +78,19 @@ def test_loso_validation_is_seeded_and_stratified(release, tmp_path):
     assert {r["emo"] for r in first["valid"]} == {"neu", "hap", "ang", "sad"}
 
 
+@pytest.mark.parametrize("test_session, valid_session", [(1, 2), (5, 1)])
+def test_session_validation_holds_out_the_next_session_whole(release, tmp_path, test_session, valid_session):
+    """valid_split session: validation speakers are unseen in training, as the test speakers are."""
+    splits = prepared(release, tmp_path / "prep", test_session=test_session, valid_split="session")
+    speakers = {split: {r["spk_id"] for r in rows} for split, rows in splits.items()}
+    assert speakers["valid"] == {f"Ses0{valid_session}_F", f"Ses0{valid_session}_M"}
+    assert speakers["test"] == {f"Ses0{test_session}_F", f"Ses0{test_session}_M"}
+    assert len(speakers["train"]) == 6 and not speakers["train"] & (speakers["valid"] | speakers["test"])
+    assert len(splits["valid"]) == len(splits["test"]) == sum(kept_per_session().values())
+    with pytest.raises(ValueError, match="needs protocol 'loso'"):
+        prepare_iemocap(release, str(tmp_path / "random"), protocol="random", valid_split="session")
+
+
 def test_random_protocol_mixes_sessions(release, tmp_path):
     splits = prepared(release, tmp_path / "random", protocol="random", split_ratio=(60, 20, 20))
     total = sum(len(s) for s in splits.values())

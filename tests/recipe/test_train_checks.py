@@ -34,6 +34,9 @@ BAD_OPTIONS = {
     "ctc reduction": ({"ctc_loss_reduction": "sum"}, "--ctc_loss_reduction must be one of mean | frame"),
     "checkpoint average": ({"average_checkpoints": "0"}, "--average_checkpoints must be a whole number >= 1"),
     "warm-up": ({"alpha_warmup_epochs": "-2"}, "--alpha_warmup_epochs must be a whole number >= 0"),
+    "valid split": ({"valid_split": "speaker"}, "--valid_split must be one of turns | session, not 'speaker'"),
+    "valid split under random": ({"protocol": "random", "valid_split": "session"},
+                                 "--valid_split session holds out a whole training session, which needs --protocol loso"),
     "tensorboard switch": ({"use_tensorboard": "yes"}, "--use_tensorboard must be one of True | False, not 'yes'"),
 }
 
@@ -95,11 +98,12 @@ def test_help_lists_the_own_flags(capsys):
     assert "--debug_batches" in usage  # SpeechBrain's own help follows
 
 
-@pytest.mark.parametrize("protocol, expected", [("loso", 8), ("random", 10)])
-def test_the_speaker_count_comes_from_the_data(release, tmp_path, protocol, expected):
-    """n_speakers auto (the default): no --n_speakers to type for either protocol."""
+@pytest.mark.parametrize("protocol, valid_split, expected", [("loso", "turns", 8), ("random", "turns", 10),
+                                                             ("loso", "session", 6)])
+def test_the_speaker_count_comes_from_the_data(release, tmp_path, protocol, valid_split, expected):
+    """n_speakers auto (the default): no --n_speakers to type for either protocol or validation split."""
     values = recipe_options.hparams_values(HPARAMS, f"data_folder: {release}\nprotocol: {protocol}\n"
-                                           f"output_folder: {tmp_path / 'exp'}")
+                                           f"valid_split: {valid_split}\noutput_folder: {tmp_path / 'exp'}")
     assert values["n_speakers"] == "auto"
     assert recipe_options.check_options(values) == [] and recipe_options.check_data(values) == []
     assert recipe_options.count_training_speakers(values) == expected

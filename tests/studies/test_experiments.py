@@ -284,3 +284,30 @@ def test_lever_study_adds_named_variants_beside_the_reference(study):
     assert "| balanced | 0.1 | 0.1 | 2 |" in table and "`balanced`: `--class_balanced_loss True`" in table
     bad = run_study(args[:-5] + ["--variant", "x", "--alpha 1"])
     assert bad.returncode == 2 and "set per cell by the study" in bad.stderr
+
+
+def test_each_cell_gets_the_speaker_count_of_its_training_sessions(tmp_path):
+    """The runner types --n_speakers for every cell: 8 of 10 speakers under loso, 6 when a variant
+    validates on a whole session (--valid_split session), 10 under the random protocol."""
+    import run_experiments
+    from iemocap_tree import build_tree
+
+    release = build_tree(str(tmp_path / "corpus"))
+    argv = ["hparams/mtl.yaml", "--results_folder", str(tmp_path / "study"), "--study", "levers",
+            "--alpha", "0.1", "--beta", "0.1", "--folds", "1", "--variant", "by_session", "--valid_split session"]
+    for protocol, expected in (("loso", {"alpha0_beta0": "8", "alpha0.1_beta0.1": "8", "by_session": "6"}),
+                               ("random", {"alpha0_beta0": "10", "alpha0.1_beta0.1": "10"})):
+        protocol_argv = argv if protocol == "loso" else argv[:-3] + ["--protocol", "random"]
+        args, overrides = run_experiments.parse_args(protocol_argv)
+        cells = run_experiments.experiments.make_cells(
+            run_experiments.study_configs(args), args.protocol, args.folds, args.seeds)
+        specs = run_experiments.cell_specs(cells, args, overrides, release, str(tmp_path / "runs"))
+        counts = {spec["cell"].config: run_experiments.option_value(spec["train_args"], "n_speakers")
+                  for spec in specs}
+        assert counts == expected
+    # One the user typed is kept, for every cell
+    args, overrides = run_experiments.parse_args(argv + ["--n_speakers", "7"])
+    cells = run_experiments.experiments.make_cells(run_experiments.study_configs(args), "loso", [1], [1986])
+    specs = run_experiments.cell_specs(cells, args, overrides, release, str(tmp_path / "runs"))
+    assert [spec["train_args"].count("--n_speakers") for spec in specs] == [1, 1, 1]
+    assert {run_experiments.option_value(spec["train_args"], "n_speakers") for spec in specs} == {"7"}

@@ -11,8 +11,10 @@ turn IDs of each split, so the split can be published and checked.
   letter of the dialog name, which names the actor wearing the markers.
 * Words: normalised for CTC by :func:`mtlser_lobes.data.text.normalize_transcript`.
 * Protocols: ``loso`` tests on ``test_session`` and draws a seeded,
-  emotion-stratified validation set from the other sessions, so no test
-  speaker is in train or valid; ``random`` is the utterance-level random split
+  emotion-stratified validation set from the other sessions' turns
+  (``valid_split: turns``), or holds out the next session whole
+  (``valid_split: session``: validation speakers unseen in training, as the
+  test speakers are), so no test speaker is in train or valid; ``random`` is the utterance-level random split
   used by papers that report on it (it shares speakers and dialogs between
   train and test).
 
@@ -38,6 +40,8 @@ logger = get_logger(__name__)
 
 EMOTION_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 SPLITS = ("train", "valid", "test")
+#: Where loso validation comes from: a share of the training sessions' turns, or a whole session.
+VALID_SPLITS = ("turns", "session")
 CSV_COLUMNS = ["ID", "duration", "wav", "emo", "wrd", "spk_id"]
 OPTIONS_FILE = "prepare_options.json"
 #: Beside the CSVs: files skipped, converted, cropped, transcripts that lost characters.
@@ -69,6 +73,7 @@ def prepare_iemocap(
     test_session=5,
     protocol="loso",
     valid_ratio=0.1,
+    valid_split="turns",
     split_ratio=(80, 10, 10),
     seed=1986,
     check_counts="auto",
@@ -92,7 +97,14 @@ def prepare_iemocap(
     protocol : str
         ``"loso"`` (speaker-independent, default) or ``"random"``.
     valid_ratio : float
-        Share of the training sessions' turns used for validation (``loso``).
+        Share of the training sessions' turns used for validation (``loso``,
+        ``valid_split="turns"``).
+    valid_split : str
+        ``"turns"``: validation is ``valid_ratio`` of the other sessions' turns
+        (their speakers are also in training); ``"session"``: validation is the
+        whole session after ``test_session`` (cyclically, see
+        :func:`validation_session`), whose speakers are not in training
+        (``loso`` only).
     split_ratio : sequence of 3 numbers
         Train/valid/test proportions of the ``random`` protocol.
     seed : int
@@ -129,6 +141,10 @@ def prepare_iemocap(
         return None
     if protocol not in ("loso", "random"):
         raise ValueError(f"protocol must be 'loso' or 'random', not {protocol!r}")
+    if valid_split not in VALID_SPLITS:
+        raise ValueError(f"valid_split must be one of {VALID_SPLITS}, not {valid_split!r}")
+    if valid_split == "session" and protocol != "loso":
+        raise ValueError("valid_split 'session' needs protocol 'loso'")
     if bad_data not in ("stop", "skip"):
         raise ValueError(f"bad_data must be 'stop' or 'skip', not {bad_data!r}")
     if protocol == "random" and (len(split_ratio) != 3 or min(split_ratio) <= 0):
@@ -138,6 +154,7 @@ def prepare_iemocap(
         "test_session": int(test_session),
         "protocol": protocol,
         "valid_ratio": float(valid_ratio),
+        "valid_split": valid_split,
         "split_ratio": [float(r) for r in split_ratio],
         "seed": int(seed),
         "sample_rate": int(sample_rate),
@@ -157,7 +174,7 @@ def prepare_iemocap(
     if check_counts is True or (check_counts == "auto" and n_labelled >= FULL_RELEASE_MIN_TURNS):
         check_full_release_counts(turns)
     if protocol == "loso":
-        splits = split_leave_one_session_out(turns, test_session, valid_ratio, seed)
+        splits = split_leave_one_session_out(turns, test_session, valid_ratio, seed, valid_split)
         check_no_speaker_leakage(splits)
     else:
         splits = split_random(turns, split_ratio, seed)
@@ -449,8 +466,38 @@ def check_full_release_counts(turns):
     return differences
 
 
-def split_leave_one_session_out(turns, test_session, valid_ratio, seed):
-    """Test on one session; validation drawn, stratified, from the others.
+def validation_session(sessions, test_session):
+    """The session held out for validation with ``valid_split: session``: the next after the test one.
+
+    Cyclic over the sorted sessions, so each fold of a 5-fold study validates on
+    a different session.
+
+    Arguments
+    ---------
+    sessions : iterable of int
+        The corpus's sessions.
+    test_session : int
+        The held-out test session.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> validation_session([1, 2, 3, 4, 5], 2), validation_session([1, 2, 3, 4, 5], 5)
+    (3, 1)
+    """
+    ordered = sorted(set(sessions))
+    if len(ordered) < 3:
+        raise PreparationError(
+            f"valid_split session needs at least three sessions (test, validation, training); found {ordered}"
+        )
+    return ordered[(ordered.index(int(test_session)) + 1) % len(ordered)]
+
+
+def split_leave_one_session_out(turns, test_session, valid_ratio, seed, valid_split="turns"):
+    """Test on one session; validation drawn, stratified, from the others, or a whole other session.
 
     Arguments
     ---------
@@ -459,9 +506,11 @@ def split_leave_one_session_out(turns, test_session, valid_ratio, seed):
     test_session : int
         The held-out session.
     valid_ratio : float
-        Share of the other sessions' turns that go to validation.
+        Share of the other sessions' turns that go to validation (``valid_split="turns"``).
     seed : int
         Seed of the split.
+    valid_split : str
+        ``"turns"`` or ``"session"`` (:func:`validation_session` whole).
 
     Returns
     -------
@@ -475,6 +524,11 @@ def split_leave_one_session_out(turns, test_session, valid_ratio, seed):
         raise PreparationError(f"test_session {test_session} has no turns (sessions found: {found})")
     if not rest:
         raise PreparationError("leave-one-session-out needs at least two sessions")
+    if valid_split == "session":
+        held_out = validation_session({row["session"] for row in turns}, test_session)
+        valid = [row for row in rest if row["session"] == held_out]
+        train = [row for row in rest if row["session"] != held_out]
+        return {"train": train, "valid": valid, "test": test}
     train, valid = _stratified_split(rest, valid_ratio, seed)
     return {"train": train, "valid": valid, "test": test}
 

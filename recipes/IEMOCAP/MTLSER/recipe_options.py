@@ -83,12 +83,15 @@ def check_options(values):
     list of str
         One sentence per problem (empty when all is well).
     """
+    from iemocap_prepare import VALID_SPLITS
+
     problems = []
     for key in ("alpha", "beta"):
         if not _is_number(values.get(key)) or values[key] < 0:
             problems.append(f"--{key} must be a number >= 0 (0 switches its head off), not {values.get(key)!r}")
     choices = {
         "protocol": ("loso", "random"),
+        "valid_split": VALID_SPLITS,
         "bad_data": ("stop", "skip"),
         "sorting": ("random", "ascending", "descending"),
         "check_counts": ("auto", True, False),
@@ -120,6 +123,8 @@ def check_options(values):
             problems.append(f"--{key} must be a whole number >= {minimum}, not {values[key]!r}")
     if "valid_ratio" in values and not (_is_number(values["valid_ratio"]) and 0 < values["valid_ratio"] < 1):
         problems.append(f"--valid_ratio must be a number between 0 and 1, not {values['valid_ratio']!r}")
+    if values.get("valid_split") == "session" and values.get("protocol") == "random":
+        problems.append("--valid_split session holds out a whole training session, which needs --protocol loso")
     ratio = values.get("split_ratio")
     if values.get("protocol") == "random" and not (
         isinstance(ratio, list) and len(ratio) == 3 and all(_is_number(r) and r > 0 for r in ratio)
@@ -186,7 +191,14 @@ def check_data(values):
 
 def training_speakers(speakers, values):
     """The training sessions and speakers under the protocol, from ``speakers_by_session``'s mapping."""
-    sessions = [s for s in speakers if values["protocol"] == "random" or s != values["test_session"]]
+    from iemocap_prepare import validation_session
+
+    held_out = set()
+    if values["protocol"] == "loso":
+        held_out.add(values["test_session"])
+        if values.get("valid_split") == "session":
+            held_out.add(validation_session([s for s in speakers if speakers[s]], values["test_session"]))
+    sessions = [s for s in speakers if s not in held_out]
     return sessions, sorted({speaker for s in sessions for speaker in speakers[s]})
 
 

@@ -197,19 +197,38 @@ def without_options(options, replaced_by):
     return kept
 
 
+def option_value(options, key):
+    """The value the last ``--key value`` or ``--key=value`` of ``options`` gives, or None.
+
+    Example
+    -------
+    >>> option_value(["--a", "1", "--b=2", "--a", "3"], "a"), option_value(["--b=2"], "b"), option_value([], "a")
+    ('3', '2', None)
+    """
+    value = None
+    for i, option in enumerate(options):
+        if option == f"--{key}" and i + 1 < len(options):
+            value = options[i + 1]
+        elif option.startswith(f"--{key}="):
+            value = option.split("=", 1)[1]
+    return value
+
+
 def cell_specs(cells, args, overrides, data_folder, runs_folder):
     """The train.py command of each cell; refuses a folder run with other arguments."""
     n_sessions = count_sessions(data_folder)
-    # Two speakers per session; leave-one-session-out trains on the other sessions.
-    n_speakers = 2 * (n_sessions - 1) if args.protocol == "loso" else 2 * n_sessions
-    extra = list(overrides)
-    if not any(o.split("=")[0] == "--n_speakers" for o in overrides):
-        extra += ["--n_speakers", str(n_speakers)]
-    if not args.export:
-        extra += ["--export_inference_model", "False"]
     specs = []
     for cell in cells:
         folder = os.path.join(runs_folder, cell.config, cell.fold)
+        extra = list(overrides)
+        if option_value(overrides, "n_speakers") is None:
+            # Two speakers per session; leave-one-session-out trains on the other sessions,
+            # less the validation session with --valid_split session.
+            by_session = option_value([*overrides, *cell.overrides], "valid_split") == "session"
+            held_out = 0 if args.protocol == "random" else 1 + by_session
+            extra += ["--n_speakers", str(2 * (n_sessions - held_out))]
+        if not args.export:
+            extra += ["--export_inference_model", "False"]
         train_args = [
             args.hparams, "--data_folder", data_folder, "--protocol", cell.protocol,
             "--alpha", f"{cell.alpha:g}", "--beta", f"{cell.beta:g}",
