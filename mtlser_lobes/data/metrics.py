@@ -156,7 +156,7 @@ class KnownTargetAccuracy:
 class StageMetrics:
     """Every metric of one validation or test stage, and one row per utterance for the predictions CSV.
 
-    Emotion WA/UA, CER and WER of the CTC transcripts (when a CER factory is
+    Emotion WA/UA, CER and WER of the CTC transcripts (when their factories are
     given: the CTC head is on) and speaker accuracy over the speakers seen in
     training (when ``use_speaker``).
 
@@ -194,7 +194,7 @@ class StageMetrics:
     def __init__(self, emotion_classes, cer_computer=None, wer_computer=None, use_speaker=False):
         self.emotion = EmotionMetricTracker(emotion_classes)
         self.cer = cer_computer() if cer_computer is not None else None
-        self.wer = wer_computer() if cer_computer is not None else None
+        self.wer = wer_computer() if wer_computer is not None else None
         self.speaker = KnownTargetAccuracy() if use_speaker else None
         self.rows = []  # (id, words, hypothesis, speaker, predicted speaker index or None)
 
@@ -220,13 +220,14 @@ class StageMetrics:
         self.emotion.append(ids, emotion_log_probs, emotion_targets)
         if self.cer is not None:
             self.cer.append(ids, [list(h) for h in hypotheses], [list(r) for r in words])
+        if self.wer is not None:
             self.wer.append(ids, [h.split() for h in hypotheses], [r.split() for r in words])
         speaker_predictions = [None] * len(ids)
         if self.speaker is not None:
             best = speaker_log_probs.argmax(dim=-1)  # (batch,)
             speaker_predictions = best.cpu().tolist()
             self.speaker.append(best, speaker_targets)
-        hypotheses = hypotheses if self.cer is not None else [""] * len(ids)
+        hypotheses = [""] * len(ids) if hypotheses is None else hypotheses
         self.rows.extend(zip(ids, words, hypotheses, speakers, speaker_predictions))
 
     def summarize(self):
@@ -235,6 +236,7 @@ class StageMetrics:
         stats = {"WA": 100 * emotion["WA"], "UA": 100 * emotion["UA"]}
         if self.cer is not None:
             stats["CER"] = self.cer.summarize("error_rate")
+        if self.wer is not None:
             stats["WER"] = self.wer.summarize("error_rate")
         if self.speaker is not None and self.speaker.summarize() is not None:
             stats["speaker_acc"] = self.speaker.summarize()

@@ -14,9 +14,9 @@ turn IDs of each split, so the split can be published and checked.
   emotion-stratified validation set from the other sessions' turns
   (``valid_split: turns``), or holds out the next session whole
   (``valid_split: session``: validation speakers unseen in training, as the
-  test speakers are), so no test speaker is in train or valid; ``random`` is the utterance-level random split
-  used by papers that report on it (it shares speakers and dialogs between
-  train and test).
+  test speakers are), so no test speaker is in train or valid; ``random`` is
+  the utterance-level random split used by papers that report on it (it
+  shares speakers and dialogs between train and test).
 
 Authors
  * MTLSER developers

@@ -184,7 +184,7 @@ class MTLBrain(sb.Brain):
             self.metrics = StageMetrics(
                 self.hparams.emotion_classes,
                 self.hparams.cer_computer if self.use_ctc else None,
-                self.hparams.wer_computer,
+                self.hparams.wer_computer if self.use_ctc else None,
                 use_speaker=self.use_speaker,
             )
 
