@@ -175,3 +175,14 @@ class RandomState:
     def load(self, path, end_of_epoch=True):
         """Restores the state."""
         torch.set_rng_state(torch.load(path, weights_only=True)["torch_cpu"])
+
+
+def best_checkpoint_value(checkpointer, max_key):
+    """``max_key``'s value in the checkpoint that has the highest (what selected the tested model).
+
+    None without a checkpointer or a checkpoint.
+    """
+    if checkpointer is None:
+        return None
+    best = checkpointer.find_checkpoints(max_key=max_key, max_num_checkpoints=1)
+    return float(best[0].meta[max_key]) if best else None

@@ -29,7 +29,7 @@ import torch
 
 __all__ = [
     "LayerSelection", "MaskedPooling", "EmotionHead", "CTCHead", "PooledBatchNorm", "SpeakerHead",
-    "UncertaintyWeighting", "frame_mask", "layer_count",
+    "UncertaintyWeighting", "frame_mask", "layer_count", "layer_weight_stats",
 ]
 
 LAYER_CHOICES = ("last", "weighted")
@@ -453,3 +453,30 @@ class UncertaintyWeighting(torch.nn.Module):
             weight = prior_weights.get(task, 1.0)
             total = total + torch.exp(-log_variance) * weight * losses[task] + 0.5 * log_variance
         return total
+
+
+def layer_weight_stats(heads):
+    """Each head's learned layer weights (``weighted`` heads only), for the epoch log.
+
+    Arguments
+    ---------
+    heads : dict
+        Head name to head module (or its ``DistributedDataParallel`` wrapper).
+
+    Returns
+    -------
+    dict
+        ``layers_<name>``: the weights, lowest layer first, as ``w1/w2/...``.
+
+    Example
+    -------
+    >>> heads = {"emotion": EmotionHead(16, n_layers=3), "ctc": CTCHead(16, n_tokens=29)}
+    >>> layer_weight_stats(heads)
+    {'layers_emotion': '0.33/0.33/0.33'}
+    """
+    stats = {}
+    for name, head in heads.items():
+        weights = getattr(head, "module", head).layers.layer_weights()
+        if weights is not None:
+            stats[f"layers_{name}"] = "/".join(f"{w:.2f}" for w in weights.tolist())
+    return stats

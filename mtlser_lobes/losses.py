@@ -1,10 +1,11 @@
-"""Losses of the three-head model beyond SpeechBrain's: CTC normalised per frame, class-balanced weights."""
+"""Losses of the three-head model beyond SpeechBrain's: CTC normalised per frame, class-balanced
+weights, the warm-up of a task weight and the joint loss."""
 
 import speechbrain as sb
 import torch
 from speechbrain.utils.logger import get_logger
 
-__all__ = ["class_balanced_weights", "ctc_loss"]
+__all__ = ["class_balanced_weights", "combine_losses", "ctc_loss", "warmup_weight"]
 
 logger = get_logger(__name__)
 
@@ -99,3 +100,46 @@ def class_balanced_weights(labels, label_encoder):
         + ", ".join(f"{label_encoder.ind2lab[i]} {w:.2f}" for i, w in enumerate(weights.tolist()))
     )
     return weights
+
+
+def warmup_weight(weight, epoch, warmup_epochs):
+    """``weight`` ramped up linearly from 0 over the first ``warmup_epochs`` epochs.
+
+    With a warm-up of N epochs, epoch 1 trains without the task and epoch
+    N + 1 onwards with the full weight: the emotion head learns first, before
+    the lexical task pulls the shared encoder its way. 0 epochs: no warm-up.
+
+    Example
+    -------
+    >>> [warmup_weight(0.1, epoch, 2) for epoch in (1, 2, 3, 4)]
+    [0.0, 0.05, 0.1, 0.1]
+    >>> warmup_weight(0.1, 1, 0)
+    0.1
+    """
+    if warmup_epochs <= 0:
+        return weight
+    return weight * min(1.0, (max(1, epoch) - 1) / warmup_epochs)
+
+
+def combine_losses(terms, weights, task_weighting=None):
+    """The joint loss: ``sum(weights[task] * terms[task])``, or learned uncertainty weighting.
+
+    Arguments
+    ---------
+    terms : dict
+        Loss of each task that ran (``emotion``, ``ctc``, ``speaker``).
+    weights : dict
+        Fixed weight of each task (``alpha``, ``beta``); the prior factors of
+        ``task_weighting`` when it is given.
+    task_weighting : mtlser_lobes.heads.UncertaintyWeighting, optional
+        Learned task weights (``loss_weighting: uncertainty``).
+
+    Example
+    -------
+    >>> terms = {"emotion": torch.tensor(1.0), "ctc": torch.tensor(3.0)}
+    >>> round(combine_losses(terms, {"emotion": 1.0, "ctc": 0.1}).item(), 4)
+    1.3
+    """
+    if task_weighting is not None:
+        return task_weighting(terms, weights)
+    return sum(weights[name] * value for name, value in terms.items())

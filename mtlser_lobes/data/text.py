@@ -19,11 +19,12 @@ Example
 import re
 
 from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process
 
 __all__ = [
     "CTC_CHARACTERS", "BLANK_INDEX", "normalize_transcript", "dropped_characters",
-    "ctc_label_encoder",
+    "ctc_label_encoder", "greedy_transcripts",
 ]
 
 #: Output symbols of the CTC head besides the blank: a-z, apostrophe, space.
@@ -113,3 +114,30 @@ def ctc_label_encoder(path=None):
             f"expected {BLANK_INDEX}: delete it to rebuild"
         )
     return encoder
+
+
+def greedy_transcripts(log_probs, lengths, encoder, blank_index=BLANK_INDEX):
+    """The CTC head's best-path transcripts (SpeechBrain's greedy decoder), as strings.
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        (batch, frames, n_tokens) CTC log-probabilities.
+    lengths : torch.Tensor
+        (batch,) relative lengths in frames.
+    encoder : speechbrain.dataio.encoder.CTCTextEncoder
+        :func:`ctc_label_encoder`.
+    blank_index : int
+        Index of the blank.
+
+    Example
+    -------
+    >>> import torch
+    >>> encoder = ctc_label_encoder()
+    >>> path = [encoder.encode_label(c) for c in "hii"] + [BLANK_INDEX, encoder.encode_label("i")]
+    >>> log_probs = torch.nn.functional.one_hot(torch.tensor([path]), len(encoder)).float().log()
+    >>> greedy_transcripts(log_probs, torch.ones(1), encoder)
+    ['hii']
+    """
+    sequences = ctc_greedy_decode(log_probs, lengths, blank_id=blank_index)
+    return ["".join(encoder.decode_ndim(sequence)) for sequence in sequences]

@@ -71,7 +71,7 @@ def test_several_bad_options_are_listed_together(release, tmp_path, capsys):
 
 
 def test_verbose_keeps_the_traceback_of_a_user_error(release, tmp_path):
-    with pytest.raises(train.UsageError, match="--alpha must be"):
+    with pytest.raises(recipe_options.UsageError, match="--alpha must be"):
         train.run(command_line(release, tmp_path / "exp", alpha="-1") + ["--verbose"])
 
 

@@ -11,15 +11,18 @@ import importlib.util
 import math
 import os
 import re
+import sys
 
 import speechbrain as sb
-from speechbrain.utils.distributed import ddp_barrier, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
+from speechbrain.utils.logger import get_logger
 from speechbrain.utils.run_opts import RunOptions
 
 from mtlser_lobes.demo.demo_corpus import generate_demo_corpus
 from mtlser_lobes.heads import CTC_BLOCKS, LAYER_CHOICES, POOLINGS, STATS_NORMS
 from mtlser_lobes.precision import PRECISIONS, resolve_precision
 from mtlser_lobes.studies.experiment_identity import (
+    ExperimentMismatch,
     check_output_folder,
     discard_experiment,
     experiment_identity,
@@ -56,6 +59,9 @@ OWN_FLAGS = {
     "--overwrite": "discard the experiment in --output_folder (if any) and start over",
     "--verbose": "show the traceback of a user error (bad option, experiment mismatch, corpus problem)",
 }
+
+
+logger = get_logger(__name__)
 
 
 class UsageError(ValueError):
@@ -383,3 +389,25 @@ def read_command_line(argv):
         values["n_speakers"] = count_training_speakers(values)
         overrides = with_override(overrides, "n_speakers", values["n_speakers"])
     return hparams_file, run_opts, overrides, values, flags, auto_precision
+
+
+def run_command_line(main, argv, program="train.py"):
+    """``main(argv)`` for the command line: a user error prints one message, exit status 2 (1 for the corpus).
+
+    A user error is a :class:`UsageError`, an experiment mismatch or a corpus
+    problem (``iemocap_prepare.PreparationError``). Real bugs keep their
+    traceback (SpeechBrain logs it to ``log.txt`` too); ``--verbose`` shows it
+    for user errors as well.
+    """
+    from iemocap_prepare import PreparationError
+
+    try:
+        main(argv)
+    except (UsageError, ExperimentMismatch, PreparationError) as error:
+        if "--verbose" in argv:
+            raise
+        print(f"{program}: error: {error}", file=sys.stderr)
+        if if_main_process() and logger.hasHandlers():
+            logger.debug(f"stopped: {error}")  # into log.txt once the experiment folder exists
+        return 1 if isinstance(error, PreparationError) else 2
+    return 0

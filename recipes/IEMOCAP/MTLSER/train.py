@@ -43,14 +43,15 @@ from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: 
 from speechbrain.utils.logger import get_logger  # noqa: E402
 
 from mtlser_lobes.artifacts import write_test_results  # noqa: E402
-from mtlser_lobes.checkpoints import average_best_checkpoints  # noqa: E402
+from mtlser_lobes.checkpoints import average_best_checkpoints, best_checkpoint_value  # noqa: E402
 from mtlser_lobes.data.metrics import MeanTracker, StageMetrics  # noqa: E402
+from mtlser_lobes.data.text import greedy_transcripts  # noqa: E402
+from mtlser_lobes.heads import layer_weight_stats  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
 from mtlser_lobes.inference.export import export_model  # noqa: E402
-from mtlser_lobes.losses import class_balanced_weights, ctc_loss  # noqa: E402
-from mtlser_lobes.studies.experiment_identity import ExperimentMismatch  # noqa: E402
+from mtlser_lobes.losses import class_balanced_weights, combine_losses, ctc_loss, warmup_weight  # noqa: E402
 from mtlser_lobes.train_logger import EpochTensorboardLogger, keep_completed_epochs  # noqa: E402
-from recipe_options import UsageError, choose_precision, open_experiment, read_command_line  # noqa: E402
+from recipe_options import choose_precision, open_experiment, read_command_line, run_command_line  # noqa: E402
 from iemocap_dataio import dataio_prepare, train_loader_options  # noqa: E402 (beside this file)
 
 logger = get_logger(__name__)
@@ -78,6 +79,11 @@ class MTLBrain(sb.Brain):
     def use_speaker(self):
         """Whether the speaker head is trained and run."""
         return self.hparams.beta > 0
+
+    @property
+    def active_heads(self):
+        """Names of the heads that run: emotion, and CTC and speaker when their weight is positive."""
+        return ["emotion"] + ["ctc"] * self.use_ctc + ["speaker"] * self.use_speaker
 
     def compute_forward(self, batch, stage):
         """Runs the encoder once and every active head.
@@ -108,17 +114,9 @@ class MTLBrain(sb.Brain):
         return predictions
 
     def effective_alpha(self):
-        """``alpha``, ramped up linearly from 0 over the first ``alpha_warmup_epochs`` epochs.
-
-        With a warm-up of N epochs, epoch 1 trains without the CTC loss and epoch
-        N + 1 onwards with the full ``alpha``: the emotion head learns first,
-        before the lexical task pulls the shared encoder its way.
-        """
-        warmup = self.hparams.alpha_warmup_epochs
-        if warmup <= 0:
-            return self.hparams.alpha
-        epoch = max(1, self.hparams.epoch_counter.current)
-        return self.hparams.alpha * min(1.0, (epoch - 1) / warmup)
+        """``alpha``, ramped up from 0 over the first ``alpha_warmup_epochs`` epochs (``warmup_weight``)."""
+        return warmup_weight(self.hparams.alpha, self.hparams.epoch_counter.current,
+                             self.hparams.alpha_warmup_epochs)
 
     def compute_objectives(self, predictions, batch, stage):
         """Returns ``L_emotion + alpha * L_ctc + beta * L_speaker``; feeds the metrics.
@@ -146,11 +144,9 @@ class MTLBrain(sb.Brain):
             terms["speaker"] = torch.nn.functional.nll_loss(
                 predictions["speaker"], speakers, ignore_index=-1
             )
-        prior_weights = {"emotion": 1.0, "ctc": self.effective_alpha(), "speaker": self.hparams.beta}
-        if self.hparams.loss_weighting == "uncertainty":
-            loss = self.modules.task_weighting(terms, prior_weights)
-        else:
-            loss = sum(prior_weights[name] * value for name, value in terms.items())
+        weights = {"emotion": 1.0, "ctc": self.effective_alpha(), "speaker": self.hparams.beta}
+        uncertainty = self.hparams.loss_weighting == "uncertainty"
+        loss = combine_losses(terms, weights, self.modules.task_weighting if uncertainty else None)
         self.loss_terms.append(terms)
 
         if stage != sb.Stage.TRAIN:
@@ -162,10 +158,8 @@ class MTLBrain(sb.Brain):
         """Feeds the stage's metrics (emotion, CER/WER of the greedy CTC transcripts, speakers)."""
         hypotheses = None
         if self.use_ctc:
-            sequences = sb.decoders.ctc_greedy_decode(
-                predictions["ctc"], predictions["feat_lens"], blank_id=self.hparams.blank_index
-            )
-            hypotheses = ["".join(self.tokenizer.decode_ndim(seq)) for seq in sequences]
+            hypotheses = greedy_transcripts(predictions["ctc"], predictions["feat_lens"],
+                                            self.tokenizer, self.hparams.blank_index)
         self.metrics.append(
             batch.id, predictions["emotion"], batch.emo_encoded.data, batch.wrd, batch.spk_id,
             hypotheses, predictions.get("speaker"), speakers,
@@ -181,12 +175,9 @@ class MTLBrain(sb.Brain):
         """Resets the loss terms and, outside training, the metric trackers."""
         self.loss_terms = MeanTracker()
         if stage != sb.Stage.TRAIN:
-            self.metrics = StageMetrics(
-                self.hparams.emotion_classes,
-                self.hparams.cer_computer if self.use_ctc else None,
-                self.hparams.wer_computer if self.use_ctc else None,
-                use_speaker=self.use_speaker,
-            )
+            ctc = self.use_ctc  # CER and WER of the CTC transcripts
+            self.metrics = StageMetrics(self.hparams.emotion_classes, self.hparams.cer_computer if ctc else None,
+                                        self.hparams.wer_computer if ctc else None, self.use_speaker)
 
     def _stage_stats(self, stage, stage_loss):
         """Loss, each loss term and, outside training, every metric of the stage."""
@@ -205,17 +196,10 @@ class MTLBrain(sb.Brain):
         stats = {}
         if self.use_ctc and self.hparams.alpha_warmup_epochs > 0:
             stats["alpha_effective"] = self.effective_alpha()
-        def unwrapped(module):  # under DistributedDataParallel
-            return getattr(module, "module", module)
-
         if self.hparams.loss_weighting == "uncertainty":
-            for name, weight in unwrapped(self.modules.task_weighting).weights().items():
-                stats[f"weight_{name}"] = weight
-        for name in ("emotion", "ctc", "speaker"):
-            head = unwrapped(self.modules[f"{name}_head"])
-            weights = head.layers.layer_weights()
-            if weights is not None and (name == "emotion" or getattr(self, f"use_{name}")):
-                stats[f"layers_{name}"] = "/".join(f"{w:.2f}" for w in weights.tolist())
+            weighting = getattr(self.modules.task_weighting, "module", self.modules.task_weighting)  # DDP
+            stats.update({f"weight_{name}": weight for name, weight in weighting.weights().items()})
+        stats.update(layer_weight_stats({name: self.modules[f"{name}_head"] for name in self.active_heads}))
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -257,13 +241,6 @@ class MTLBrain(sb.Brain):
         if self.tensorboard_logger is not None:
             self.tensorboard_logger.log_stats(epoch, **stats)
 
-    def _best_valid_ua(self):
-        """Validation UA of the best checkpoint (what selected the tested model), or None."""
-        if self.checkpointer is None:
-            return None
-        best = self.checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=1)
-        return float(best[0].meta["UA"]) if best else None
-
     def _write_test_results(self, stats):
         """Writes the test JSON and ``predictions.csv``."""
         hp, emotion = self.hparams, self.metrics.emotion.summarize()
@@ -276,7 +253,7 @@ class MTLBrain(sb.Brain):
             **stats, "recall": emotion["recall"], "confusion": emotion["confusion"],
             "emotion_classes": list(hp.emotion_classes), "n_utterances": emotion["n"],
             "alpha": hp.alpha, "beta": hp.beta, "protocol": hp.protocol, "test_session": hp.test_session,
-            "epoch": hp.epoch_counter.current, "best_valid_UA": self._best_valid_ua(),
+            "epoch": hp.epoch_counter.current, "best_valid_UA": best_checkpoint_value(self.checkpointer, "UA"),
             "averaged_checkpoints": hp.average_checkpoints, "speaker_note": speaker_note,
             "environment": {"torch": torch.__version__, "speechbrain": sb.__version__,
                             "device": torch.device(self.device).type},
@@ -296,22 +273,14 @@ class MTLBrain(sb.Brain):
 
     def init_optimizers(self):
         """One optimizer for the encoder (unless frozen), one for the active heads."""
-        heads = [self.modules.emotion_head]
-        if self.use_ctc:
-            heads.append(self.modules.ctc_head)
-        if self.use_speaker:
-            heads.append(self.modules.speaker_head)
+        heads = [self.modules[f"{name}_head"] for name in self.active_heads]
         if self.hparams.loss_weighting == "uncertainty":
             heads.append(self.modules.task_weighting)
-        self.optimizer = self.hparams.opt_class(
-            [p for head in heads for p in head.parameters()]
-        )
+        self.optimizer = self.hparams.opt_class([p for head in heads for p in head.parameters()])
         self.optimizers_dict = {"model_optimizer": self.optimizer}
         self.wav2vec2_optimizer = None
         if not self.hparams.freeze_wav2vec2:
-            self.wav2vec2_optimizer = self.hparams.wav2vec2_opt_class(
-                self.modules.wav2vec2.parameters()
-            )
+            self.wav2vec2_optimizer = self.hparams.wav2vec2_opt_class(self.modules.wav2vec2.parameters())
             self.optimizers_dict["wav2vec2_optimizer"] = self.wav2vec2_optimizer
         if self.checkpointer is not None:
             for name, optimizer in self.optimizers_dict.items():
@@ -343,9 +312,8 @@ def main(argv):
     from iemocap_prepare import prepare_iemocap  # noqa: E402 (beside this file)
 
     # Every option of the preparation has the hparams key of its name, but save_folder
-    preparation = inspect.signature(prepare_iemocap).parameters
-    kwargs = {name: hparams[name] for name in preparation if name != "save_folder"}
-    run_on_main(prepare_iemocap, kwargs={**kwargs, "save_folder": hparams["output_folder"]})
+    options = {name: hparams[name] for name in inspect.signature(prepare_iemocap).parameters}
+    run_on_main(prepare_iemocap, kwargs={**options, "save_folder": hparams["output_folder"]})
     datasets, encoders = dataio_prepare(hparams)
 
     brain = MTLBrain(
@@ -375,21 +343,13 @@ def main(argv):
         test_loader_kwargs=hparams["test_dataloader_options"],
     )
     if hparams["export_inference_model"]:
-        # In debug mode the checkpoints are in a temporary folder (SpeechBrain's): export from
-        # there, with a few utterances per speaker for the speaker calibration.
+        # --debug keeps its checkpoints in a temporary folder (SpeechBrain's): export from there,
+        # calibrating the speakers on a few utterances each
         debug = brain.debug and not brain.debug_persistently
-        run_on_main(
-            export_model,
-            kwargs={
-                "experiment_folder": hparams["output_folder"],
-                "model_folder": hparams["model_folder"],
-                "checkpoints_dir": str(brain.checkpointer.checkpoints_dir) if debug else None,
-                "per_speaker": 2 if debug else 30,
-                "hparams": hparams,
-            },
-        )
-        if debug:
-            logger.info(f"debug run: the model of its temporary checkpoints is in {hparams['model_folder']}")
+        run_on_main(export_model, args=[hparams["output_folder"], hparams["model_folder"]], kwargs={
+            "hparams": hparams, "per_speaker": 2 if debug else 30,
+            "checkpoints_dir": str(brain.checkpointer.checkpoints_dir) if debug else None,
+        })
     # Every rank leaves together and the process group is closed before the interpreter exits:
     # left to interpreter shutdown, gloo on the CPU sometimes aborts a rank during teardown.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -398,23 +358,8 @@ def main(argv):
 
 
 def run(argv):
-    """``main`` for the command line: a user error prints one message, exit status 2 (1 for the corpus).
-
-    Real bugs keep their traceback (SpeechBrain logs it to ``log.txt`` too);
-    ``--verbose`` shows it for user errors as well.
-    """
-    from iemocap_prepare import PreparationError
-
-    try:
-        main(argv)
-    except (UsageError, ExperimentMismatch, PreparationError) as error:
-        if "--verbose" in argv:
-            raise
-        print(f"train.py: error: {error}", file=sys.stderr)
-        if sb.utils.distributed.if_main_process() and logger.hasHandlers():
-            logger.debug(f"stopped: {error}")  # into log.txt once the experiment folder exists
-        return 1 if isinstance(error, PreparationError) else 2
-    return 0
+    """``main`` for the command line (``recipe_options.run_command_line``): returns the exit status."""
+    return run_command_line(main, argv)
 
 
 if __name__ == "__main__":
