@@ -29,12 +29,12 @@ there logs a warning (``benchmarks/README.md`` gives both machines' figures).
 import os
 
 import torch
-from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.autocast import AMPConfig
 from speechbrain.utils.logger import get_logger
 
 from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, read_audio_file, waveform_problem
+from mtlser_lobes.data.text import greedy_transcripts
 from mtlser_lobes.helpers import frame_lengths, pads_exactly
 from mtlser_lobes.precision import resolve_precision
 from mtlser_lobes.inference.predictions import (
@@ -309,14 +309,14 @@ class MTLSER(SpeakerEnrolment, Pretrained):
         predictions = []
         for output, source, duration, speaker, score in zip(outputs, sources, durations, speakers, scores):
             probabilities = output["emotion"].exp().cpu()
-            tokens = ctc_greedy_decode(output["ctc"][None], torch.ones(1, device=output["ctc"].device),
-                                       blank_id=self.hparams.blank_index)[0]
+            text = greedy_transcripts(output["ctc"][None], torch.ones(1, device=output["ctc"].device),
+                                      self.tokenizer, self.hparams.blank_index)[0]
             predictions.append(Prediction(
                 source=source,
                 duration_s=round(duration, 3),
                 emotion=self.emotion_classes[int(probabilities.argmax())],
                 probabilities={c: round(float(p), 6) for c, p in zip(self.emotion_classes, probabilities)},
-                text="".join(self.tokenizer.ind2lab[int(t)] for t in tokens).strip(),
+                text=text.strip(),
                 speaker=speaker,
                 speaker_score=score,
             ))
