@@ -103,14 +103,9 @@ class MTLBrain(sb.Brain):
         feats = self.modules.wav2vec2(wavs, wav_lens)
         # Relative lengths in frames, exact, so that padding never enters the pooling
         feat_lens = frame_lengths(self.modules.wav2vec2, wav_lens, wavs.shape[1], feats.shape[-2])
-        predictions = {
-            "feat_lens": feat_lens,
-            "emotion": self.modules.emotion_head(feats, feat_lens),
-        }
-        if self.use_ctc:
-            predictions["ctc"] = self.modules.ctc_head(feats, feat_lens)
-        if self.use_speaker:
-            predictions["speaker"] = self.modules.speaker_head(feats, feat_lens)
+        predictions = {"feat_lens": feat_lens}
+        for name in self.active_heads:
+            predictions[name] = self.modules[f"{name}_head"](feats, feat_lens)
         return predictions
 
     def effective_alpha(self):
@@ -130,20 +125,14 @@ class MTLBrain(sb.Brain):
         class_weights = self.emotion_class_weights
         if class_weights is not None:
             class_weights = class_weights.to(predictions["emotion"].device)
-        terms = {
-            "emotion": torch.nn.functional.nll_loss(
-                predictions["emotion"], emotions, weight=class_weights
-            )
-        }
+        terms = {"emotion": torch.nn.functional.nll_loss(predictions["emotion"], emotions, weight=class_weights)}
         if self.use_ctc:
             tokens, token_lens = batch.tokens
             terms["ctc"] = ctc_loss(predictions["ctc"], tokens, feat_lens, token_lens,
                                     self.hparams.blank_index, self.hparams.ctc_loss_reduction)
         speakers = batch.spk_encoded.data.view(-1)  # (batch,), -1 for unseen speakers
         if self.use_speaker and (speakers >= 0).any():
-            terms["speaker"] = torch.nn.functional.nll_loss(
-                predictions["speaker"], speakers, ignore_index=-1
-            )
+            terms["speaker"] = torch.nn.functional.nll_loss(predictions["speaker"], speakers, ignore_index=-1)
         weights = {"emotion": 1.0, "ctc": self.effective_alpha(), "speaker": self.hparams.beta}
         uncertainty = self.hparams.loss_weighting == "uncertainty"
         loss = combine_losses(terms, weights, self.modules.task_weighting if uncertainty else None)
