@@ -18,7 +18,8 @@ Measured in the same run, on the same batches:
   of ``predict_files`` on many, each against the bare encoder forward on the same audio, for fp32,
   bf16 and dynamic int8, with the change of the predictions against fp32 and the top ops; and the
   same model exported to ONNX (``mtlser_lobes.inference.onnx_export``) run by ONNX Runtime through
-  ``OnnxMTLSER``, fp32 and int8 (``onnx``, ``onnx-int8``), against the bare graph on the same audio.
+  ``OnnxMTLSER``, fp32 and int8 (``onnx``, ``onnx-int8``), against the bare graph on the same audio,
+  with the top operators from ONNX Runtime's own profiler.
 
 Every epoch and inference case runs in a fresh process and reports the peak RSS of its measured
 phase (and on GPU the maximum allocated memory).
@@ -486,7 +487,46 @@ def onnx_inference_case(name, variant, cache, one_file, many_files, repeats):
         model.run(wav[None])
 
     measured = measure_inference(model, bare, wav, one_file, many_files, repeats, "cpu")
-    return inference_row(name, variant, "cpu", wav.shape[0] / 16000, flops, measured, [])
+    top_ops = onnx_top_ops(model, folder, variant == "onnx-int8", one_file, torch.get_num_threads())
+    return inference_row(name, variant, "cpu", wav.shape[0] / 16000, flops, measured, top_ops)
+
+
+def onnx_top_ops(model, folder, quantized, one_file, threads, calls=3):
+    """Operator types of a ``predict_file`` call by share of the kernel time, from ONNX Runtime's profiler.
+
+    A session of the same graph with profiling on stands in for the model's own during ``calls``
+    calls (the first one warms it up, and counts); the node events of its trace
+    (``<node>_kernel_time``) are summed per operator type.
+    """
+    import onnxruntime
+
+    from mtlser_lobes.artifacts import ONNX_CONFIG, ONNX_FOLDER, ONNX_INT8_MODEL, ONNX_MODEL
+
+    if not os.path.isfile(os.path.join(folder, ONNX_CONFIG)):
+        folder = os.path.join(folder, ONNX_FOLDER)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "onnx_profile")
+    graph = os.path.join(folder, ONNX_INT8_MODEL if quantized else ONNX_MODEL)
+    own_session = model.session
+    model.session = onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        for _ in range(calls):
+            model.predict_file(one_file)
+        trace = model.session.end_profiling()
+    finally:
+        model.session = own_session
+    with open(trace) as fin:
+        events = json.load(fin)
+    totals = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0) + event["dur"]  # microseconds
+    total = sum(totals.values()) or 1
+    ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)
+    return [{"op": op, "self_ms": micros / 1000 / calls, "share": micros / total} for op, micros in ranked[:5]]
 
 
 def measure_inference(model, bare, wav, one_file, many_files, repeats, device):
@@ -662,7 +702,7 @@ def print_tables(results):
                  if change else "- | - |"))
     for row in results["inference"]:
         ops = ", ".join(f"{op['op']} {100 * op['share']:.0f} %" for op in row["top_ops"][:3])
-        if ops:  # torch's profiler does not see ONNX Runtime's kernels
+        if ops:
             print(f"top ops, {row['encoder']} {row['variant']}: {ops}")
 
 
