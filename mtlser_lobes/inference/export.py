@@ -472,7 +472,9 @@ def _calibrate_speakers(hparams, folder, fields, per_speaker, seed):
             fout.write(_INFERENCE_YAML.format(speaker_threshold=threshold, threshold_note=note, **fields))
 
     write_yaml(0.5, "placeholder")
-    model = MTLSER.from_hparams(source=folder, run_opts={"device": "cpu"})
+    # fp32 whatever the CPU (``auto`` picks bf16 where it is native), so that the gallery does not
+    # depend on the machine that exported it
+    model = MTLSER.from_hparams(source=folder, run_opts={"device": "cpu", "precision": "fp32"})
     mean, centroids, threshold, eer, note = _calibrate(model, hparams, per_speaker, seed)
     model.mods.speaker_gallery.mean.copy_(mean)
     model.mods.speaker_gallery.centroids.copy_(centroids)

@@ -61,7 +61,8 @@ class InferenceGraph(torch.nn.Module):
     >>> import tempfile
     >>> from mtlser_lobes.inference.interface import MTLSER
     >>> from mtlser_lobes.demo.tiny_encoder import save_tiny_wav2vec2
-    >>> model = MTLSER.untrained(save_tiny_wav2vec2(tempfile.mkdtemp()), tempfile.mkdtemp())
+    >>> model = MTLSER.untrained(save_tiny_wav2vec2(tempfile.mkdtemp()), tempfile.mkdtemp(),
+    ...                          run_opts={"device": "cpu", "precision": "fp32"})
     >>> graph = InferenceGraph(model.mods)
     >>> outputs = graph(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
     >>> [tuple(o.shape) for o in outputs]
@@ -179,14 +180,28 @@ def export_onnx(model_folder, onnx_folder=None, quantize=True, tolerance=1e-4, s
     from mtlser_lobes.inference.interface import MTLSER
 
     model_folder = os.path.abspath(model_folder)
-    model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu"})
+    # fp32 whatever the CPU: ONNX Runtime has no bf16 kernels for the convolutions (``auto`` would
+    # pick bf16 on a CPU with AVX512-BF16 or AMX)
+    model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu", "precision": "fp32"})
     return export_loaded_model(model, onnx_folder or os.path.join(model_folder, ONNX_FOLDER), quantize, tolerance, seed)
 
 
 def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=0):
-    """:func:`export_onnx` for a model already loaded (an fp32 ``MTLSER`` on the CPU)."""
+    """:func:`export_onnx` for a model already loaded (an fp32 ``MTLSER`` on the CPU).
+
+    Raises
+    ------
+    ValueError
+        For a model loaded in another precision (bf16 is what ``auto`` picks on CPUs with
+        AVX512-BF16 or AMX): its graph would not load in ONNX Runtime.
+    """
     import onnxruntime
 
+    if getattr(model, "encoder_dtype", torch.float32) != torch.float32:
+        raise ValueError(
+            f"ONNX export needs the model in fp32, not {model.precision}: load it with "
+            'run_opts={"device": "cpu", "precision": "fp32"}'
+        )
     onnx_folder = os.path.abspath(onnx_folder)
     graph = InferenceGraph(model.mods).eval()
     generator = torch.Generator().manual_seed(seed)

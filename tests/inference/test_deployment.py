@@ -49,7 +49,7 @@ def test_wavs(trained_experiment):
 def torch_model(exported):
     from mtlser_lobes.inference.interface import MTLSER
 
-    return MTLSER.from_hparams(source=exported, run_opts={"device": "cpu"})
+    return MTLSER.from_hparams(source=exported, run_opts={"device": "cpu", "precision": "fp32"})
 
 
 # ------------------------------------------------------------------- safe loading
@@ -229,7 +229,7 @@ def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
     from mtlser_lobes.inference.onnx_export import export_loaded_model
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
-    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"))
+    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts={"device": "cpu", "precision": "fp32"})
     hidden = model.mods.wav2vec2.model.config.hidden_size
     model.mods.ctc_head = CTCHead(hidden, 29, block="transformer", block_size=32).eval()
     check = export_loaded_model(model, str(tmp_path / "onnx"), quantize=False)
@@ -242,6 +242,25 @@ def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
     with pytest.raises(ValueError, match="ctc_block: lstm"):
         export_loaded_model(model, str(tmp_path / "onnx_lstm"), quantize=False)
     assert not os.path.exists(tmp_path / "onnx_lstm")
+
+
+def test_onnx_export_is_fp32_where_auto_would_pick_bf16(exported, tmp_path, monkeypatch):
+    """On a CPU with AVX512-BF16 or AMX, ``auto`` loads the model in bf16; the ONNX export must not."""
+    import mtlser_lobes.inference.interface as interface
+    from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.onnx_export import export_loaded_model, export_onnx
+
+    real = interface.resolve_precision
+    monkeypatch.setattr(interface, "resolve_precision",
+                        lambda precision, device="cpu", log=True: real("bf16" if precision == "auto" else precision,
+                                                                       device, log))
+    assert MTLSER.from_hparams(source=exported, run_opts={"device": "cpu"}).precision == "bf16"
+    check = export_onnx(exported, str(tmp_path / "onnx"), quantize=False)
+    assert max(check["max_difference"].values()) <= 1e-4
+    bf16 = MTLSER.from_hparams(source=exported, run_opts={"device": "cpu", "precision": "bf16"})
+    with pytest.raises(ValueError, match="fp32"):
+        export_loaded_model(bf16, str(tmp_path / "onnx_bf16"), quantize=False)
+    assert not os.path.exists(tmp_path / "onnx_bf16")
 
 
 def test_the_exported_input_checks_are_the_trainings(small_experiment, tmp_path):

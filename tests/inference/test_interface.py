@@ -29,7 +29,7 @@ def experiment(trained_experiment):
 def model(experiment):
     from mtlser_lobes.inference.interface import MTLSER
 
-    return MTLSER.from_hparams(source=experiment["model"], run_opts={"device": "cpu"})
+    return MTLSER.from_hparams(source=experiment["model"], run_opts={"device": "cpu", "precision": "fp32"})
 
 
 def _rows(experiment, split):
@@ -43,7 +43,7 @@ def _rows(experiment, split):
 _FRESH_PROCESS = """
 import json, sys
 from mtlser_lobes.inference.interface import MTLSER
-model = MTLSER.from_hparams(source=sys.argv[1])
+model = MTLSER.from_hparams(source=sys.argv[1], run_opts={"device": "cpu", "precision": "fp32"})
 print(json.dumps([model.predict_file(p).to_dict() for p in sys.argv[2:]]))
 """
 
@@ -91,7 +91,8 @@ def test_export_folder_is_self_contained_and_matches_the_brain(experiment, tmp_p
 def test_foreign_class_loads_the_same_model(experiment, model, tmp_path):
     from speechbrain.inference.interfaces import foreign_class
 
-    loaded = foreign_class(source=experiment["model"], savedir=str(tmp_path / "collected"))
+    loaded = foreign_class(source=experiment["model"], savedir=str(tmp_path / "collected"),
+                           run_opts={"device": "cpu", "precision": "fp32"})
     assert type(loaded).__name__ == "MTLSER"
     path = _rows(experiment, "test")[0]["wav"]
     assert loaded.predict_file(path).to_dict() == model.predict_file(path).to_dict()

@@ -34,7 +34,8 @@ def _interface(tmp_path, family, overrides, do_normalize):
             settings = json.load(f)
         with open(path, "w") as f:
             json.dump({**settings, "do_normalize": True}, f)
-    return MTLSER.untrained(source, str(tmp_path / "cache"), n_speakers=2)
+    return MTLSER.untrained(source, str(tmp_path / "cache"), n_speakers=2,
+                            run_opts={"device": "cpu", "precision": "fp32"})
 
 
 def _padded_batch():

@@ -45,7 +45,7 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
     ])
     with open(os.path.join(output, "model", "model_card.md")) as card:
         assert f"- Encoder: `{encoder}` ({model_type})" in card.read()
-    model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu"})
+    model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu", "precision": "fp32"})
     assert type(model.mods.wav2vec2.model).__name__ == model_class  # rebuilt from the exported config
     frontend_class = type(model.mods.wav2vec2.model.feature_extractor).__name__
     assert frontend_class == ("FbankFrontend" if frontend == "fbank" else f"{model_class[:-5]}FeatureEncoder")
