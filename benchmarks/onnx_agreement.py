@@ -62,7 +62,8 @@ def main(argv=None):
     model_folder = os.path.join(args.experiment, "model")
     data_folder = _load_training_hparams(os.path.abspath(args.experiment))["data_folder"]
     paths = [row["wav"] for row in prepared_rows(os.path.join(args.experiment, "test.csv"), data_folder)]
-    reference = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu"}).predict_files(paths)
+    reference = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu", "precision": "fp32"})
+    reference = reference.predict_files(paths)
     results = {
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "onnxruntime": onnxruntime.__version__, "machine": platform.machine(),

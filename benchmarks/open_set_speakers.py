@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument("--enroll_turns", type=int, default=8)
     args = parser.parse_args(argv)
 
-    model = MTLSER.from_hparams(source=args.model, run_opts={"device": "cpu"})
+    model = MTLSER.from_hparams(source=args.model, run_opts={"device": "cpu", "precision": "fp32"})
     turns = {}
     for path in sorted(glob.glob(os.path.join(args.wav_folder, "**", "*.wav"), recursive=True)):
         turns.setdefault(speaker_of(path), []).append(path)
