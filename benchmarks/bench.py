@@ -487,11 +487,11 @@ def onnx_inference_case(name, variant, cache, one_file, many_files, repeats):
         model.run(wav[None])
 
     measured = measure_inference(model, bare, wav, one_file, many_files, repeats, "cpu")
-    top_ops = onnx_top_ops(model, folder, variant == "onnx-int8", one_file, torch.get_num_threads())
+    top_ops = onnx_top_ops(model, one_file, torch.get_num_threads())
     return inference_row(name, variant, "cpu", wav.shape[0] / 16000, flops, measured, top_ops)
 
 
-def onnx_top_ops(model, folder, quantized, one_file, threads, calls=3):
+def onnx_top_ops(model, one_file, threads, calls=3):
     """Operator types of a ``predict_file`` call by share of the kernel time, from ONNX Runtime's profiler.
 
     A session of the same graph with profiling on stands in for the model's own during ``calls``
@@ -500,17 +500,13 @@ def onnx_top_ops(model, folder, quantized, one_file, threads, calls=3):
     """
     import onnxruntime
 
-    from mtlser_lobes.artifacts import ONNX_CONFIG, ONNX_FOLDER, ONNX_INT8_MODEL, ONNX_MODEL
-
-    if not os.path.isfile(os.path.join(folder, ONNX_CONFIG)):
-        folder = os.path.join(folder, ONNX_FOLDER)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "onnx_profile")
-    graph = os.path.join(folder, ONNX_INT8_MODEL if quantized else ONNX_MODEL)
     own_session = model.session
-    model.session = onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+    model.session = onnxruntime.InferenceSession(model.graph_path, sess_options=options,
+                                                 providers=["CPUExecutionProvider"])
     try:
         for _ in range(calls):
             model.predict_file(one_file)

@@ -95,6 +95,7 @@ class OnnxMTLSER:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        self.graph_path = graph  # the ONNX file this session runs
         self.session = onnxruntime.InferenceSession(
             graph, sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )
