@@ -58,11 +58,12 @@ def main(argv=None):
     from mtlser_lobes.helpers import prepared_rows
     from mtlser_lobes.inference.interface import MTLSER
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
     model_folder = os.path.join(args.experiment, "model")
     data_folder = _load_training_hparams(os.path.abspath(args.experiment))["data_folder"]
     paths = [row["wav"] for row in prepared_rows(os.path.join(args.experiment, "test.csv"), data_folder)]
-    reference = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu", "precision": "fp32"})
+    reference = MTLSER.from_hparams(source=model_folder, run_opts=REFERENCE_RUN_OPTS)
     reference = reference.predict_files(paths)
     results = {
         "environment": {"python": platform.python_version(), "torch": torch.__version__,

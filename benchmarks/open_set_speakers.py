@@ -20,6 +20,7 @@ import glob
 import os
 
 from mtlser_lobes.inference.interface import MTLSER
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
 
 def speaker_of(path):
@@ -35,7 +36,7 @@ def main(argv=None):
     parser.add_argument("--enroll_turns", type=int, default=8)
     args = parser.parse_args(argv)
 
-    model = MTLSER.from_hparams(source=args.model, run_opts={"device": "cpu", "precision": "fp32"})
+    model = MTLSER.from_hparams(source=args.model, run_opts=REFERENCE_RUN_OPTS)
     turns = {}
     for path in sorted(glob.glob(os.path.join(args.wav_folder, "**", "*.wav"), recursive=True)):
         turns.setdefault(speaker_of(path), []).append(path)

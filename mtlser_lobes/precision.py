@@ -31,6 +31,11 @@ import platform
 
 logger = logging.getLogger(__name__)
 
+#: Run options of the fp32 CPU reference: what the export, the speaker calibration and every
+#: comparison against PyTorch load a model with, whatever ``auto`` would pick on the machine.
+#: (The interface copies run options, so sharing this dict is safe.)
+REFERENCE_RUN_OPTS = {"device": "cpu", "precision": "fp32"}
+
 #: What ``precision`` accepts (SpeechBrain's three, and ``auto``).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

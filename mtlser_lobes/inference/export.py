@@ -43,6 +43,7 @@ from mtlser_lobes.artifacts import (
 )
 from mtlser_lobes.checkpoints import average_best_checkpoints
 from mtlser_lobes.helpers import prepared_rows, publish_folder, training_directory
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 from mtlser_lobes.speakers import SpeakerGallery, centroid
 from mtlser_lobes.data.text import ctc_label_encoder
 
@@ -474,7 +475,7 @@ def _calibrate_speakers(hparams, folder, fields, per_speaker, seed):
     write_yaml(0.5, "placeholder")
     # fp32 whatever the CPU (``auto`` picks bf16 where it is native), so that the gallery does not
     # depend on the machine that exported it
-    model = MTLSER.from_hparams(source=folder, run_opts={"device": "cpu", "precision": "fp32"})
+    model = MTLSER.from_hparams(source=folder, run_opts=REFERENCE_RUN_OPTS)
     mean, centroids, threshold, eer, note = _calibrate(model, hparams, per_speaker, seed)
     model.mods.speaker_gallery.mean.copy_(mean)
     model.mods.speaker_gallery.centroids.copy_(centroids)

@@ -32,6 +32,7 @@ import torch
 from mtlser_lobes.artifacts import ONNX_CONFIG, ONNX_FOLDER, ONNX_INT8_MODEL, ONNX_MODEL
 from mtlser_lobes.heads import frame_mask
 from mtlser_lobes.helpers import publish_folder, write_text_atomically
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
 __all__ = ["InferenceGraph", "export_onnx", "export_loaded_model", "OUTPUT_NAMES"]
 
@@ -182,7 +183,7 @@ def export_onnx(model_folder, onnx_folder=None, quantize=True, tolerance=1e-4, s
     model_folder = os.path.abspath(model_folder)
     # fp32 whatever the CPU: ONNX Runtime has no bf16 kernels for the convolutions (``auto`` would
     # pick bf16 on a CPU with AVX512-BF16 or AMX)
-    model = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu", "precision": "fp32"})
+    model = MTLSER.from_hparams(source=model_folder, run_opts=REFERENCE_RUN_OPTS)
     return export_loaded_model(model, onnx_folder or os.path.join(model_folder, ONNX_FOLDER), quantize, tolerance, seed)
 
 

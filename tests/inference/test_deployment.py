@@ -15,6 +15,7 @@ import pytest
 import soundfile
 
 from mtlser_lobes.helpers import prepared_rows
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_wavs(trained_experiment):
 def torch_model(exported):
     from mtlser_lobes.inference.interface import MTLSER
 
-    return MTLSER.from_hparams(source=exported, run_opts={"device": "cpu", "precision": "fp32"})
+    return MTLSER.from_hparams(source=exported, run_opts=REFERENCE_RUN_OPTS)
 
 
 # ------------------------------------------------------------------- safe loading
@@ -229,7 +230,7 @@ def test_onnx_export_of_the_ctc_blocks(tmp_path, tiny_encoder):
     from mtlser_lobes.inference.onnx_export import export_loaded_model
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
-    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts={"device": "cpu", "precision": "fp32"})
+    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts=REFERENCE_RUN_OPTS)
     hidden = model.mods.wav2vec2.model.config.hidden_size
     model.mods.ctc_head = CTCHead(hidden, 29, block="transformer", block_size=32).eval()
     check = export_loaded_model(model, str(tmp_path / "onnx"), quantize=False)

@@ -14,6 +14,7 @@ import soundfile
 import torch
 
 from conftest import ROOT
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 from recipe_helpers import brain_outputs
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def experiment(trained_experiment):
 def model(experiment):
     from mtlser_lobes.inference.interface import MTLSER
 
-    return MTLSER.from_hparams(source=experiment["model"], run_opts={"device": "cpu", "precision": "fp32"})
+    return MTLSER.from_hparams(source=experiment["model"], run_opts=REFERENCE_RUN_OPTS)
 
 
 def _rows(experiment, split):
@@ -92,7 +93,7 @@ def test_foreign_class_loads_the_same_model(experiment, model, tmp_path):
     from speechbrain.inference.interfaces import foreign_class
 
     loaded = foreign_class(source=experiment["model"], savedir=str(tmp_path / "collected"),
-                           run_opts={"device": "cpu", "precision": "fp32"})
+                           run_opts=REFERENCE_RUN_OPTS)
     assert type(loaded).__name__ == "MTLSER"
     path = _rows(experiment, "test")[0]["wav"]
     assert loaded.predict_file(path).to_dict() == model.predict_file(path).to_dict()

@@ -9,6 +9,7 @@ import torch
 
 from mtlser_lobes.inference.interface import MTLSER
 from mtlser_lobes.demo.tiny_encoder import save_tiny_encoder
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
 LAYER_NORM = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}
 
@@ -35,7 +36,7 @@ def _interface(tmp_path, family, overrides, do_normalize):
         with open(path, "w") as f:
             json.dump({**settings, "do_normalize": True}, f)
     return MTLSER.untrained(source, str(tmp_path / "cache"), n_speakers=2,
-                            run_opts={"device": "cpu", "precision": "fp32"})
+                            run_opts=REFERENCE_RUN_OPTS)
 
 
 def _padded_batch():

@@ -14,6 +14,7 @@ import soundfile
 
 from mtlser_lobes.helpers import prepared_rows
 from mtlser_lobes.demo.tiny_encoder import main as tiny_encoder_main
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 from recipe_helpers import TINY_ENCODER_OVERRIDES, brain_outputs, run_train
 
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
     ])
     with open(os.path.join(output, "model", "model_card.md")) as card:
         assert f"- Encoder: `{encoder}` ({model_type})" in card.read()
-    model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts={"device": "cpu", "precision": "fp32"})
+    model = MTLSER.from_hparams(source=os.path.join(output, "model"), run_opts=REFERENCE_RUN_OPTS)
     assert type(model.mods.wav2vec2.model).__name__ == model_class  # rebuilt from the exported config
     frontend_class = type(model.mods.wav2vec2.model.feature_extractor).__name__
     assert frontend_class == ("FbankFrontend" if frontend == "fbank" else f"{model_class[:-5]}FeatureEncoder")

@@ -9,7 +9,7 @@ import torch
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
 from mtlser_lobes.inference.interface import MTLSER
-from mtlser_lobes.precision import cpu_features, int8_note, resolve_precision
+from mtlser_lobes.precision import REFERENCE_RUN_OPTS, cpu_features, int8_note, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def wav_files(tmp_path_factory):
 
 
 def test_fp32_encoder_after_inference_preparation_matches_the_training_encoder(tiny_encoder, tmp_path, wav_files):
-    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts={"device": "cpu", "precision": "fp32"})
+    model = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts=REFERENCE_RUN_OPTS)
     assert not torch.nn.utils.parametrize.is_parametrized(model.mods.wav2vec2.model.encoder.pos_conv_embed.conv)
     training_encoder = Wav2Vec2(tiny_encoder, save_path=str(tmp_path / "cache2"), freeze=True)
     for path in wav_files:
@@ -38,7 +38,7 @@ def test_fp32_encoder_after_inference_preparation_matches_the_training_encoder(t
 
 
 def test_bf16_runs_the_encoder_in_bf16_and_answers_close_to_fp32(tiny_encoder, tmp_path, wav_files):
-    fp32 = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts={"device": "cpu", "precision": "fp32"})
+    fp32 = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts=REFERENCE_RUN_OPTS)
     bf16 = MTLSER.untrained(tiny_encoder, str(tmp_path / "cache"), run_opts={"device": "cpu", "precision": "bf16"})
     assert bf16.mods.wav2vec2.model.encoder.layers[0].attention.q_proj.weight.dtype == torch.bfloat16
     assert bf16.mods.emotion_head.classifier[-1].weight.dtype == torch.float32
