@@ -278,3 +278,18 @@ def test_a_variants_own_option_replaces_the_one_given_to_every_cell():
         ["--class_balanced_loss", "False", "--alpha_warmup_epochs=0", "--number_of_epochs", "6"],
         ["--class_balanced_loss", "True", "--alpha_warmup_epochs", "2"],
     ) == ["--number_of_epochs", "6"]
+
+
+# ------------------------------------------------------------------ label smoothing
+
+
+def test_label_smoothing_trains_towards_smoothed_targets(tiny_encoder, corpus, tmp_path):
+    brain, batch, _, _ = make_brain(tiny_encoder, corpus, str(tmp_path / "s"), alpha=0.0, beta=0.0,
+                                    class_balanced_loss=False, label_smoothing=0.2)
+    brain.modules.eval()
+    with torch.no_grad():
+        predictions, loss = forward_loss(brain, batch)
+    log_probs, emotions = predictions["emotion"], batch.emo_encoded.data.view(-1)
+    targets = torch.full_like(log_probs, 0.2 / log_probs.shape[1])
+    targets[torch.arange(len(emotions)), emotions] += 0.8
+    assert float(loss) == pytest.approx(float(-(targets * log_probs).sum(1).mean()), rel=1e-5)

@@ -35,6 +35,7 @@ BAD_OPTIONS = {
     "checkpoint average": ({"average_checkpoints": "0"}, "--average_checkpoints must be a whole number >= 1"),
     "warm-up": ({"alpha_warmup_epochs": "-2"}, "--alpha_warmup_epochs must be a whole number >= 0"),
     "valid split": ({"valid_split": "speaker"}, "--valid_split must be one of turns | session, not 'speaker'"),
+    "label smoothing": ({"label_smoothing": "1"}, "--label_smoothing must be a number >= 0 and < 1, not 1"),
     "valid split under random": ({"protocol": "random", "valid_split": "session"},
                                  "--valid_split session holds out a whole training session, which needs --protocol loso"),
     "tensorboard switch": ({"use_tensorboard": "yes"}, "--use_tensorboard must be one of True | False, not 'yes'"),

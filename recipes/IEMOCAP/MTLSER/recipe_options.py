@@ -129,6 +129,8 @@ def check_options(values):
             problems.append(f"--{key} must be a whole number >= {minimum}, not {values[key]!r}")
     if "valid_ratio" in values and not (_is_number(values["valid_ratio"]) and 0 < values["valid_ratio"] < 1):
         problems.append(f"--valid_ratio must be a number between 0 and 1, not {values['valid_ratio']!r}")
+    if "label_smoothing" in values and not (_is_number(values["label_smoothing"]) and 0 <= values["label_smoothing"] < 1):
+        problems.append(f"--label_smoothing must be a number >= 0 and < 1, not {values['label_smoothing']!r}")
     if values.get("valid_split") == "session" and values.get("protocol") == "random":
         problems.append("--valid_split session holds out a whole training session, which needs --protocol loso")
     ratio = values.get("split_ratio")

@@ -6,21 +6,14 @@ character ASR and speaker classification, trained with
 ``L = L_emotion + alpha * L_ctc + beta * L_speaker``. A zero weight switches
 its head off: it is neither run nor given an optimizer.
 
-To run on the synthetic demo corpus (generated on first use) with a local
-encoder (no network)::
+On IEMOCAP (leave-one-session-out, test on session 5; without --data_folder,
+the synthetic demo corpus of the README)::
 
-    mtlser-tiny-encoder tiny_wav2vec2
-    python train.py hparams/mtl.yaml --wav2vec2_hub tiny_wav2vec2 \
-        --freeze_wav2vec2_feature_extractor False --lr_wav2vec2 0.001
-
-On IEMOCAP (leave-one-session-out, test on session 5)::
-
-    python train.py hparams/mtl.yaml --data_folder /path/to/IEMOCAP_full_release \
-        --alpha 0.1 --beta 0.1
+    python train.py hparams/mtl.yaml --data_folder /path/to/IEMOCAP_full_release --alpha 0.1 --beta 0.1
 
 Re-running a command resumes it; a different run refuses the folder
-(``recipe_options.py``, which checks every option before anything is written).
-The checkpoint of best validation UA is tested and exported to
+(``recipe_options.py`` checks every option before anything is written). The
+checkpoint of best validation UA is tested and exported to
 ``<output_folder>/model`` for ``mtlser-infer``. See ``docs/training.md``.
 
 Authors
@@ -49,7 +42,8 @@ from mtlser_lobes.data.text import greedy_transcripts  # noqa: E402
 from mtlser_lobes.heads import layer_weight_stats  # noqa: E402
 from mtlser_lobes.helpers import frame_lengths  # noqa: E402
 from mtlser_lobes.inference.export import export_model  # noqa: E402
-from mtlser_lobes.losses import class_balanced_weights, combine_losses, ctc_loss, warmup_weight  # noqa: E402
+from mtlser_lobes.losses import (class_balanced_weights, combine_losses, ctc_loss, emotion_loss,  # noqa: E402
+                                 warmup_weight)
 from mtlser_lobes.train_logger import EpochTensorboardLogger, keep_completed_epochs  # noqa: E402
 from recipe_options import choose_precision, open_experiment, read_command_line, run_command_line  # noqa: E402
 from iemocap_dataio import dataio_prepare, train_loader_options  # noqa: E402 (beside this file)
@@ -122,10 +116,8 @@ class MTLBrain(sb.Brain):
         """
         feat_lens = predictions["feat_lens"]
         emotions = batch.emo_encoded.data.view(-1)  # (batch,)
-        class_weights = self.emotion_class_weights
-        if class_weights is not None:
-            class_weights = class_weights.to(predictions["emotion"].device)
-        terms = {"emotion": torch.nn.functional.nll_loss(predictions["emotion"], emotions, weight=class_weights)}
+        weight = None if self.emotion_class_weights is None else self.emotion_class_weights.to(emotions.device)
+        terms = {"emotion": emotion_loss(predictions["emotion"], emotions, weight, self.hparams.label_smoothing)}
         if self.use_ctc:
             tokens, token_lens = batch.tokens
             terms["ctc"] = ctc_loss(predictions["ctc"], tokens, feat_lens, token_lens,
@@ -233,11 +225,8 @@ class MTLBrain(sb.Brain):
     def _write_test_results(self, stats):
         """Writes the test JSON and ``predictions.csv``."""
         hp, emotion = self.hparams, self.metrics.emotion.summarize()
-        speaker_note = None
-        if not self.use_speaker:
-            speaker_note = "speaker head off (beta = 0)"
-        elif "speaker_acc" not in stats:
-            speaker_note = "test speakers unseen in training: accuracy undefined"
+        speaker_note = ("speaker head off (beta = 0)" if not self.use_speaker else None if "speaker_acc" in stats
+                        else "test speakers unseen in training: accuracy undefined")
         results = {
             **stats, "recall": emotion["recall"], "confusion": emotion["confusion"],
             "emotion_classes": list(hp.emotion_classes), "n_utterances": emotion["n"],
