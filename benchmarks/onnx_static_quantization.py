@@ -6,12 +6,14 @@ convolutions (feature extractor, positional convolution) in fp32. This script bu
 Runtime's tools, the variant that also quantises the convolutions statically (QDQ, per-channel int8
 weights, uint8 activations calibrated with MinMax on training wavs), and measures:
 
-- speed: real-time factor of the fp32, dynamic int8 and static-conv + dynamic int8 graphs on one 3 s
+- speed: real-time factor of the fp32, dynamic int8, static-conv + dynamic int8 graphs (every
+  convolution static, or every one but the first, on the waveform) on one 3 s
   utterance, wav2vec2-base architecture with random weights (timing does not depend on them),
   median of ``--repeats`` after a warm-up, ``--threads`` ONNX Runtime threads;
 - answers: on the test turns of a trained experiment exported with ``--onnx``, the share of emotion
-  labels unchanged against the PyTorch fp32 model, for the dynamic and the static variant, with
-  calibration on ``--calibration_turns`` of its training turns.
+  labels unchanged against the PyTorch fp32 model, for the dynamic and the static variants (with
+  ``--per_conv``, also each convolution alone static), with calibration on ``--calibration_turns``
+  of its training turns.
 
 Usage (from the repository root)::
 
@@ -34,8 +36,14 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def static_conv_int8(fp32_path, out_path, calibration_wavs, folder):
-    """fp32 graph -> convolutions static int8 (QDQ, calibrated) + matrix products dynamic int8."""
+def static_conv_int8(fp32_path, out_path, calibration_wavs, folder, static_convs=None):
+    """fp32 graph -> convolutions static int8 (QDQ, calibrated) + matrix products dynamic int8.
+
+    ``static_convs``: indices, in graph order, of the convolutions to quantise statically (None: all;
+    0 is the one on the waveform, followed by group normalisation over time in wav2vec 2.0, and the
+    last is the positional convolution); the others stay fp32.
+    """
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -50,9 +58,12 @@ def static_conv_int8(fp32_path, out_path, calibration_wavs, folder):
 
     prepared, convs = os.path.join(folder, "pre.onnx"), os.path.join(folder, "conv_int8.onnx")
     quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
+    conv_nodes = [node.name for node in onnx.load(prepared).graph.node if node.op_type == "Conv"]
     quantize_static(prepared, convs, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                     per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=[name for i, name in enumerate(conv_nodes)
+                                      if static_convs is not None and i not in static_convs])
     quantize_dynamic(convs, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
@@ -89,10 +100,11 @@ def export_base(folder):
     from bench import encoder_source
     from mtlser_lobes.inference.interface import MTLSER
     from mtlser_lobes.inference.onnx_export import export_loaded_model
+    from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
     torch.manual_seed(0)
     model = MTLSER.untrained(encoder_source("base", folder), os.path.join(folder, "cache"),
-                             run_opts={"device": "cpu", "precision": "fp32"})
+                             run_opts=REFERENCE_RUN_OPTS)
     onnx_folder = os.path.join(folder, "onnx")
     export_loaded_model(model, onnx_folder, quantize=True)
     return onnx_folder
@@ -103,37 +115,50 @@ def speed(folder, repeats, threads):
     onnx_folder = export_base(folder)
     rng = np.random.default_rng(0)
     calibration = [(0.1 * rng.standard_normal(int(16000 * s))).astype("float32") for s in rng.uniform(2, 5, 8)]
-    static = os.path.join(onnx_folder, "model.static.onnx")
-    static_conv_int8(os.path.join(onnx_folder, "model.onnx"), static, calibration, folder)
+    static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static.onnx"),
+                     calibration, folder)
+    static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static1.onnx"),
+                     calibration, folder, static_convs=range(1, 8))
     wav = (0.1 * rng.standard_normal(48000)).astype("float32")
-    graphs = {"fp32": "model.onnx", "dynamic_int8": "model.int8.onnx", "static_conv_dynamic_int8": "model.static.onnx"}
+    graphs = {"fp32": "model.onnx", "dynamic_int8": "model.int8.onnx", "static_conv_dynamic_int8": "model.static.onnx",
+              "static_conv_but_first_dynamic_int8": "model.static1.onnx"}
     return {name: rtf(os.path.join(onnx_folder, file), wav, repeats, threads) for name, file in graphs.items()}
 
 
-def answers(experiment, folder, calibration_turns):
-    """Label agreement with PyTorch fp32 of the dynamic and the static int8 graph of a trained model."""
+def answers(experiment, folder, calibration_turns, per_conv=False):
+    """Label agreement with PyTorch fp32 of the dynamic and the static int8 graphs of a trained model.
+
+    ``per_conv`` adds one graph per convolution with that one alone static (``only_conv<k>``).
+    """
     from onnx_agreement import compare
 
     from mtlser_lobes.inference.export import _load_training_hparams
     from mtlser_lobes.helpers import prepared_rows
     from mtlser_lobes.inference.interface import MTLSER
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
+    from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
     data_folder = _load_training_hparams(os.path.abspath(experiment))["data_folder"]
     model_folder = os.path.join(experiment, "model")
     shipped = os.path.join(model_folder, "onnx")
-    static = os.path.join(folder, "trained_onnx")
-    shutil.copytree(shipped, static)
     reader = OnnxMTLSER(shipped)
     train = [row["wav"] for row in prepared_rows(os.path.join(experiment, "train.csv"), data_folder)]
     chosen = np.random.default_rng(0).choice(len(train), min(calibration_turns, len(train)), replace=False)
-    static_conv_int8(os.path.join(shipped, "model.onnx"), os.path.join(static, "model.int8.onnx"),
-                     [reader.load_audio(train[i]) for i in chosen], folder)
+    calibration = [reader.load_audio(train[i]) for i in chosen]
+    graphs = {"dynamic_int8": shipped}
+    variants = {"static_conv_dynamic_int8": None, "static_conv_but_first_dynamic_int8": range(1, 8)}
+    if per_conv:
+        variants.update({f"only_conv{k}": [k] for k in range(8)})
+    for name, static_convs in variants.items():
+        graphs[name] = os.path.join(folder, name)
+        shutil.copytree(shipped, graphs[name])
+        static_conv_int8(os.path.join(shipped, "model.onnx"), os.path.join(graphs[name], "model.int8.onnx"),
+                         calibration, folder, static_convs=static_convs)
     test = [row["wav"] for row in prepared_rows(os.path.join(experiment, "test.csv"), data_folder)]
-    reference = MTLSER.from_hparams(source=model_folder, run_opts={"device": "cpu", "precision": "fp32"})
+    reference = MTLSER.from_hparams(source=model_folder, run_opts=REFERENCE_RUN_OPTS)
     reference = reference.predict_files(test)
     return {name: compare(reference, OnnxMTLSER(path, quantized=True).predict_files(test))
-            for name, path in (("dynamic_int8", shipped), ("static_conv_dynamic_int8", static))}
+            for name, path in graphs.items()}
 
 
 def main(argv=None):
@@ -143,6 +168,8 @@ def main(argv=None):
     parser.add_argument("--calibration_turns", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--per_conv", action="store_true",
+                        help="answers also with each convolution alone static (wav2vec 2.0: 7 + positional)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from mtlser_lobes.precision import cpu_features
@@ -152,11 +179,14 @@ def main(argv=None):
         results["rtf_base_3s"] = speed(folder, args.repeats, args.threads)
         if args.experiment:
             results["experiment"] = args.experiment
-            results["answers_vs_torch_fp32"] = answers(args.experiment, folder, args.calibration_turns)
+            results["answers_vs_torch_fp32"] = answers(args.experiment, folder, args.calibration_turns,
+                                                       args.per_conv)
     print("| graph | RTF, base, 3 s | emotion unchanged on the trained model's test turns |\n|---|---:|---:|")
-    for name, value in results["rtf_base_3s"].items():
-        agreement = results.get("answers_vs_torch_fp32", {}).get(name)
-        print(f"| {name} | {value:.4f} | " + (f"{100 * agreement['emotion_agreement']:.2f} % |" if agreement else "- |"))
+    agreements = results.get("answers_vs_torch_fp32", {})
+    for name in dict.fromkeys([*results["rtf_base_3s"], *agreements]):
+        value, agreement = results["rtf_base_3s"].get(name), agreements.get(name)
+        print(f"| {name} | " + (f"{value:.4f}" if value is not None else "-") + " | "
+              + (f"{100 * agreement['emotion_agreement']:.2f} % |" if agreement else "- |"))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(results, out, indent=2)
