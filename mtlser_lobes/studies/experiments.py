@@ -456,6 +456,71 @@ def paired_tests(rows, reference, metrics=("UA", "WA"), skip_baselines=False):
     return tests
 
 
+def pool_fold_rows(studies, configs=None):
+    """The fold rows of several studies (their ``results.json``), each configuration and fold once.
+
+    A replicate with other seeds (``--seeds``) is a study of its own; pooled, a
+    configuration has every (session, seed) fold that any of the studies
+    finished, and :func:`paired_tests` pairs them by fold. A fold found in two
+    studies is the same cell, so its UA must agree.
+
+    Arguments
+    ---------
+    studies : list of dict
+        Loaded ``results.json`` files (their ``folds`` lists).
+    configs : list of str, optional
+        Keep only these configurations (floors included by name).
+
+    Returns
+    -------
+    list of dict
+        Fold rows, in the order first seen.
+
+    Example
+    -------
+    >>> a = {"folds": [{"config": "c", "fold": "session1_seed1", "UA": 50.0},
+    ...                {"config": "d", "fold": "session1_seed1", "UA": 40.0}]}
+    >>> b = {"folds": [{"config": "c", "fold": "session1_seed7", "UA": 55.0},
+    ...                {"config": "c", "fold": "session1_seed1", "UA": 50.0}]}
+    >>> [(r["config"], r["fold"]) for r in pool_fold_rows([a, b], configs=["c"])]
+    [('c', 'session1_seed1'), ('c', 'session1_seed7')]
+    >>> b["folds"][1]["UA"] = 51.0
+    >>> pool_fold_rows([a, b])
+    Traceback (most recent call last):
+    ...
+    ValueError: c session1_seed1: UA 51.0 here, 50.0 in an earlier study; not the same cell
+    """
+    rows = {}
+    for study in studies:
+        for row in study["folds"]:
+            if configs is not None and row["config"] not in configs:
+                continue
+            key = (row["config"], row["fold"])
+            if key in rows and rows[key]["UA"] != row["UA"]:
+                raise ValueError(f"{key[0]} {key[1]}: UA {row['UA']} here, {rows[key]['UA']} in an "
+                                 "earlier study; not the same cell")
+            rows.setdefault(key, row)
+    return list(rows.values())
+
+
+def fold_signs(rows, config, reference, metric="UA"):
+    """Folds where ``config`` is above, equal to and below ``reference`` (paired by fold name).
+
+    Example
+    -------
+    >>> rows = [{"config": c, "fold": f, "UA": u} for c, f, u in
+    ...         (("a", "1", 50), ("a", "2", 40), ("b", "1", 45), ("b", "2", 40))]
+    >>> fold_signs(rows, "a", "b")
+    (1, 1, 0)
+    """
+    by_config = {}
+    for row in rows:
+        by_config.setdefault(row["config"], {})[row["fold"]] = row[metric]
+    ours, theirs = by_config.get(config, {}), by_config.get(reference, {})
+    differences = [ours[f] - theirs[f] for f in ours if f in theirs]
+    return (sum(d > 0 for d in differences), sum(d == 0 for d in differences), sum(d < 0 for d in differences))
+
+
 def grid_matrix(summaries, alphas, betas, metric):
     """``metric`` means as an alphas x betas matrix (None where a cell is missing)."""
     return [

@@ -149,6 +149,27 @@ def test_aggregates_equal_a_recomputation_from_the_fold_jsons(study):
         assert sum(map(sum, confusion)) == sum(fold["n_utterances"] for fold in folds)
 
 
+def test_pooling_replicates_counts_each_fold_once_and_pairs_by_fold(study):
+    """pool_studies.py over the same study twice: every fold once, its own means, signs and zero recalls."""
+    results = json.load(open(os.path.join(study["folder"], "results.json")))
+    pooled = subprocess.run(
+        [sys.executable, "pool_studies.py", study["folder"], study["folder"], "--configs", "alpha0_beta0",
+         "alpha0.1_beta0.1"], cwd=RECIPE_DIR, capture_output=True, text=True, timeout=120)
+    assert pooled.returncode == 0, pooled.stderr[-3000:]
+    summary = results["aggregates"]["alpha0.1_beta0.1"]
+    assert "| alpha0.1_beta0.1 | 0.1 | 0.1 | 2 |" in pooled.stdout
+    assert f"{summary['mean']['UA']:.2f} ± {summary['std']['UA']:.2f}" in pooled.stdout
+    folds = {r["fold"]: r for r in results["folds"] if r["config"] == "alpha0.1_beta0.1"}
+    reference = {r["fold"]: r for r in results["folds"] if r["config"] == "alpha0_beta0"}
+    differences = [folds[f]["UA"] - reference[f]["UA"] for f in folds]
+    signs = f"{sum(d > 0 for d in differences)} / {sum(d == 0 for d in differences)} / {sum(d < 0 for d in differences)}"
+    zero = sum(any(folds[f][f"recall_{c}"] == 0 for c in results["emotion_classes"]) for f in folds)
+    assert f"| alpha0.1_beta0.1 | {signs} | {zero} of 2 |" in pooled.stdout
+    missing = subprocess.run([sys.executable, "pool_studies.py", study["folder"], "--reference", "alpha9_beta9"],
+                             cwd=RECIPE_DIR, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "--reference alpha9_beta9 is not among" in missing.stderr
+
+
 def test_heatmaps_have_the_grid_shape(study):
     import matplotlib.image
 
