@@ -36,14 +36,20 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def conv_names(path):
+    """Names of the convolutions of an ONNX graph, in graph order."""
+    import onnx
+
+    return [node.name for node in onnx.load(path).graph.node if node.op_type == "Conv"]
+
+
 def static_conv_int8(fp32_path, out_path, calibration_wavs, folder, static_convs=None):
     """fp32 graph -> convolutions static int8 (QDQ, calibrated) + matrix products dynamic int8.
 
-    ``static_convs``: indices, in graph order, of the convolutions to quantise statically (None: all;
-    0 is the one on the waveform, followed by group normalisation over time in wav2vec 2.0, and the
-    last is the positional convolution); the others stay fp32.
+    ``static_convs``: indices or a slice, in graph order, of the convolutions to quantise statically
+    (None: all; 0 is the one on the waveform, followed by group normalisation over time in wav2vec
+    2.0, and the last is the positional convolution); the others stay fp32.
     """
-    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -58,12 +64,13 @@ def static_conv_int8(fp32_path, out_path, calibration_wavs, folder, static_convs
 
     prepared, convs = os.path.join(folder, "pre.onnx"), os.path.join(folder, "conv_int8.onnx")
     quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
-    conv_nodes = [node.name for node in onnx.load(prepared).graph.node if node.op_type == "Conv"]
+    conv_nodes = conv_names(prepared)
+    static = conv_nodes if static_convs is None else (
+        conv_nodes[static_convs] if isinstance(static_convs, slice) else [conv_nodes[i] for i in static_convs])
     quantize_static(prepared, convs, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                     per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                     calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=[name for i, name in enumerate(conv_nodes)
-                                      if static_convs is not None and i not in static_convs])
+                    nodes_to_exclude=[name for name in conv_nodes if name not in static])
     quantize_dynamic(convs, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
@@ -118,7 +125,7 @@ def speed(folder, repeats, threads):
     static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static.onnx"),
                      calibration, folder)
     static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static1.onnx"),
-                     calibration, folder, static_convs=range(1, 8))
+                     calibration, folder, static_convs=slice(1, None))
     wav = (0.1 * rng.standard_normal(48000)).astype("float32")
     graphs = {"fp32": "model.onnx", "dynamic_int8": "model.int8.onnx", "static_conv_dynamic_int8": "model.static.onnx",
               "static_conv_but_first_dynamic_int8": "model.static1.onnx"}
@@ -146,9 +153,9 @@ def answers(experiment, folder, calibration_turns, per_conv=False):
     chosen = np.random.default_rng(0).choice(len(train), min(calibration_turns, len(train)), replace=False)
     calibration = [reader.load_audio(train[i]) for i in chosen]
     graphs = {"dynamic_int8": shipped}
-    variants = {"static_conv_dynamic_int8": None, "static_conv_but_first_dynamic_int8": range(1, 8)}
+    variants = {"static_conv_dynamic_int8": None, "static_conv_but_first_dynamic_int8": slice(1, None)}
     if per_conv:
-        variants.update({f"only_conv{k}": [k] for k in range(8)})
+        variants.update({f"only_conv{k}": [k] for k in range(len(conv_names(os.path.join(shipped, "model.onnx"))))})
     for name, static_convs in variants.items():
         graphs[name] = os.path.join(folder, name)
         shutil.copytree(shipped, graphs[name])
@@ -169,7 +176,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per_conv", action="store_true",
-                        help="answers also with each convolution alone static (wav2vec 2.0: 7 + positional)")
+                        help="answers also with each convolution alone static (wav2vec 2.0: 7 + the positional one)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from mtlser_lobes.precision import cpu_features
