@@ -225,8 +225,11 @@ class MTLBrain(sb.Brain):
     def _write_test_results(self, stats):
         """Writes the test JSON and ``predictions.csv``."""
         hp, emotion = self.hparams, self.metrics.emotion.summarize()
-        speaker_note = ("speaker head off (beta = 0)" if not self.use_speaker else None if "speaker_acc" in stats
-                        else "test speakers unseen in training: accuracy undefined")
+        speaker_note = None
+        if not self.use_speaker:
+            speaker_note = "speaker head off (beta = 0)"
+        elif "speaker_acc" not in stats:
+            speaker_note = "test speakers unseen in training: accuracy undefined"
         results = {
             **stats, "recall": emotion["recall"], "confusion": emotion["confusion"],
             "emotion_classes": list(hp.emotion_classes), "n_utterances": emotion["n"],
