@@ -6,7 +6,7 @@ their ``results.json``, takes every (session, seed) fold of each configuration o
 mean ± s.d. over all of them, the paired tests against ``--reference`` (folds paired by session and
 seed), how many folds are above, equal to and below it, and how many have a class at 0 % recall::
 
-    python pool_studies.py study_results/ravdess_ablation_fbank_30epochs_no_warmup \\
+    python pool_studies.py study_results/ravdess_ablation_preset \\
         study_results/ravdess_ablation_fbank_30epochs_no_warmup_seed7 \\
         --configs alpha0_beta0 alpha0.1_beta0.1 mfcc_logreg
 """
