@@ -24,7 +24,8 @@ import os
 __all__ = [
     "CTC_ENCODER", "CUSTOM_PY", "EMOTION_ENCODER", "HYPERPARAMS", "LABEL_ENCODER", "MODEL_CARD",
     "MODEL_SPEAKER_ENCODER", "MODEL_WEIGHTS", "ONNX_CONFIG", "ONNX_FOLDER", "ONNX_INT8_MODEL", "ONNX_MODEL",
-    "SPEAKER_ENCODER", "TEST_RESULTS", "TOKENIZER", "weights_file", "write_test_results",
+    "SPEAKER_ENCODER", "TEST_RESULTS", "TOKENIZER", "results_record", "weights_file",
+    "write_test_results",
 ]
 
 # --- An experiment (train.py's output folder) ---------------------------------------------
@@ -56,6 +57,51 @@ ONNX_CONFIG = "config.json"
 def weights_file(name):
     """``<name>.ckpt``: the file of one of :data:`MODEL_WEIGHTS` in a model folder."""
     return f"{name}.ckpt"
+
+
+def results_record(stats, emotion, hparams, best_valid_ua, environment):
+    """The content of :data:`TEST_RESULTS`: the test stage's metrics and what produced them.
+
+    Arguments
+    ---------
+    stats : dict
+        The test stage's statistics (loss terms, WA, UA, CER, ``speaker_acc`` where defined).
+    emotion : dict
+        The emotion metrics' summary: ``recall``, ``confusion`` and ``n`` (utterances).
+    hparams : namespace
+        The run's hyperparameters (``alpha``, ``beta``, ``emotion_classes``, ``protocol``,
+        ``test_session``, ``epoch_counter``, ``average_checkpoints``).
+    best_valid_ua : float or None
+        The validation UA of the tested checkpoint.
+    environment : dict
+        Versions and device of the run.
+
+    Returns
+    -------
+    dict, JSON-serialisable; ``speaker_note`` says why a speaker accuracy is missing.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> hp = SimpleNamespace(alpha=0.1, beta=0.0, emotion_classes=["neu", "hap"], protocol="loso",
+    ...                      test_session=5, epoch_counter=SimpleNamespace(current=3), average_checkpoints=1)
+    >>> record = results_record({"UA": 50.0}, {"recall": {}, "confusion": [], "n": 2}, hp, 60.0, {})
+    >>> record["speaker_note"], record["epoch"]
+    ('speaker head off (beta = 0)', 3)
+    """
+    speaker_note = None
+    if hparams.beta <= 0:
+        speaker_note = "speaker head off (beta = 0)"
+    elif "speaker_acc" not in stats:
+        speaker_note = "test speakers unseen in training: accuracy undefined"
+    return {
+        **stats, "recall": emotion["recall"], "confusion": emotion["confusion"],
+        "emotion_classes": list(hparams.emotion_classes), "n_utterances": emotion["n"],
+        "alpha": hparams.alpha, "beta": hparams.beta, "protocol": hparams.protocol,
+        "test_session": hparams.test_session, "epoch": hparams.epoch_counter.current,
+        "best_valid_UA": best_valid_ua, "averaged_checkpoints": hparams.average_checkpoints,
+        "speaker_note": speaker_note, "environment": environment,
+    }
 
 
 def write_test_results(results_path, predictions_path, results, header, rows):

@@ -35,7 +35,7 @@ from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 from speechbrain.utils.logger import get_logger  # noqa: E402
 
-from mtlser_lobes.artifacts import write_test_results  # noqa: E402
+from mtlser_lobes.artifacts import results_record, write_test_results  # noqa: E402
 from mtlser_lobes.checkpoints import average_best_checkpoints, best_checkpoint_value  # noqa: E402
 from mtlser_lobes.data.metrics import MeanTracker, StageMetrics  # noqa: E402
 from mtlser_lobes.data.text import greedy_transcripts  # noqa: E402
@@ -224,21 +224,10 @@ class MTLBrain(sb.Brain):
 
     def _write_test_results(self, stats):
         """Writes the test JSON and ``predictions.csv``."""
-        hp, emotion = self.hparams, self.metrics.emotion.summarize()
-        speaker_note = None
-        if not self.use_speaker:
-            speaker_note = "speaker head off (beta = 0)"
-        elif "speaker_acc" not in stats:
-            speaker_note = "test speakers unseen in training: accuracy undefined"
-        results = {
-            **stats, "recall": emotion["recall"], "confusion": emotion["confusion"],
-            "emotion_classes": list(hp.emotion_classes), "n_utterances": emotion["n"],
-            "alpha": hp.alpha, "beta": hp.beta, "protocol": hp.protocol, "test_session": hp.test_session,
-            "epoch": hp.epoch_counter.current, "best_valid_UA": best_checkpoint_value(self.checkpointer, "UA"),
-            "averaged_checkpoints": hp.average_checkpoints, "speaker_note": speaker_note,
-            "environment": {"torch": torch.__version__, "speechbrain": sb.__version__,
-                            "device": torch.device(self.device).type},
-        }
+        environment = {"torch": torch.__version__, "speechbrain": sb.__version__,
+                       "device": torch.device(self.device).type}
+        results = results_record(stats, self.metrics.emotion.summarize(), self.hparams,
+                                      best_checkpoint_value(self.checkpointer, "UA"), environment)
         header, rows = self.metrics.prediction_table(self.speaker_encoder.ind2lab)
         write_test_results(self.hparams.test_results, self.hparams.test_predictions, results, header, rows)
         logger.info(f"test results written to {self.hparams.test_results}")
