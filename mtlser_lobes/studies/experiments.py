@@ -405,6 +405,21 @@ def aggregate(rows, emotion_classes):
     return summaries
 
 
+def _rows_by_config(rows):
+    """Fold rows as ``{config: {fold: row}}``."""
+    by_config = {}
+    for row in rows:
+        by_config.setdefault(row["config"], {})[row["fold"]] = row
+    return by_config
+
+
+def _paired_values(by_config, config, reference, metric):
+    """``(config's, reference's)`` ``metric`` on every fold both have it for, in fold order."""
+    ours, theirs = by_config.get(config, {}), by_config.get(reference, {})
+    return [(ours[f][metric], theirs[f][metric]) for f in sorted(set(ours) & set(theirs))
+            if ours[f].get(metric) is not None and theirs[f].get(metric) is not None]
+
+
 def paired_tests(rows, reference, metrics=("UA", "WA"), skip_baselines=False):
     """Wilcoxon signed-rank and paired t tests of each configuration against ``reference``.
 
@@ -420,9 +435,7 @@ def paired_tests(rows, reference, metrics=("UA", "WA"), skip_baselines=False):
     """
     from scipy import stats
 
-    by_config = {}
-    for row in rows:
-        by_config.setdefault(row["config"], {})[row["fold"]] = row
+    by_config = _rows_by_config(rows)
     if reference not in by_config:
         return []
     tests = []
@@ -431,13 +444,8 @@ def paired_tests(rows, reference, metrics=("UA", "WA"), skip_baselines=False):
             continue
         if skip_baselines and any(r.get("baseline") for r in by_config[config].values()):
             continue
-        folds = sorted(set(by_config[config]) & set(by_config[reference]))
         for metric in metrics:
-            pairs = [
-                (by_config[config][f][metric], by_config[reference][f][metric]) for f in folds
-                if by_config[config][f].get(metric) is not None
-                and by_config[reference][f].get(metric) is not None
-            ]
+            pairs = _paired_values(by_config, config, reference, metric)
             differences = np.array([a - b for a, b in pairs])
             test = {
                 "config": config, "reference": reference, "metric": metric,
@@ -513,11 +521,7 @@ def fold_signs(rows, config, reference, metric="UA"):
     >>> fold_signs(rows, "a", "b")
     (1, 1, 0)
     """
-    by_config = {}
-    for row in rows:
-        by_config.setdefault(row["config"], {})[row["fold"]] = row[metric]
-    ours, theirs = by_config.get(config, {}), by_config.get(reference, {})
-    differences = [ours[f] - theirs[f] for f in ours if f in theirs]
+    differences = [a - b for a, b in _paired_values(_rows_by_config(rows), config, reference, metric)]
     return (sum(d > 0 for d in differences), sum(d == 0 for d in differences), sum(d < 0 for d in differences))
 
 
