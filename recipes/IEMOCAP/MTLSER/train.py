@@ -227,7 +227,7 @@ class MTLBrain(sb.Brain):
         environment = {"torch": torch.__version__, "speechbrain": sb.__version__,
                        "device": torch.device(self.device).type}
         results = results_record(stats, self.metrics.emotion.summarize(), self.hparams,
-                                      best_checkpoint_value(self.checkpointer, "UA"), environment)
+                                 best_checkpoint_value(self.checkpointer, "UA"), environment)
         header, rows = self.metrics.prediction_table(self.speaker_encoder.ind2lab)
         write_test_results(self.hparams.test_results, self.hparams.test_predictions, results, header, rows)
         logger.info(f"test results written to {self.hparams.test_results}")
