@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""Does static int8 quantisation of the convolutions pay? Speed on wav2vec2-base, answers of a trained model.
+"""How to quantise the convolutions? Speed on wav2vec2-base, answers of a trained model.
 
-The shipped ``model.int8.onnx`` quantises the matrix products dynamically and leaves the
-convolutions (feature extractor, positional convolution) in fp32. This script builds, with ONNX
-Runtime's tools, the variant that also quantises the convolutions statically (QDQ, per-channel int8
-weights, uint8 activations calibrated with MinMax on training wavs), and measures:
+Compares, on the same graphs, four int8 variants of the fp32 ``model.onnx``:
 
-- speed: real-time factor of the fp32, dynamic int8, static-conv + dynamic int8 graphs (every
-  convolution static, or every one but the first, on the waveform) on one 3 s
-  utterance, wav2vec2-base architecture with random weights (timing does not depend on them),
-  median of ``--repeats`` after a warm-up, ``--threads`` ONNX Runtime threads;
+- ``dynamic_int8``: ONNX Runtime's dynamic quantisation of the matrix products only; the
+  convolutions (feature extractor, positional convolution) stay fp32;
+- ``per_frame_conv_int8``: the shipped ``model.int8.onnx``
+  (:mod:`mtlser_lobes.inference.onnx_quantization`): the feature extractor's convolutions but the
+  first as integer products with activations quantised per frame at run time, plus the above;
+- ``static_conv_dynamic_int8`` and ``static_conv_but_first_dynamic_int8``: ONNX Runtime's static
+  quantisation of the convolutions (QDQ, per-channel int8 weights, uint8 activations calibrated with
+  MinMax on training wavs; every convolution, or every one but the first, on the waveform), plus the
+  above.
+
+It measures:
+
+- speed: real-time factor of each graph on one 3 s utterance, wav2vec2-base architecture with
+  random weights (timing does not depend on them), median of ``--repeats`` after a warm-up,
+  ``--threads`` ONNX Runtime threads;
 - answers: on the test turns of a trained experiment exported with ``--onnx``, the share of emotion
-  labels unchanged against the PyTorch fp32 model, for the dynamic and the static variants (with
-  ``--per_conv``, also each convolution alone static), with calibration on ``--calibration_turns``
-  of its training turns.
+  labels unchanged against the PyTorch fp32 model (with ``--per_conv``, also each convolution alone
+  static), with calibration on ``--calibration_turns`` of its training turns.
 
 Usage (from the repository root)::
 
@@ -74,6 +81,13 @@ def static_conv_int8(fp32_path, out_path, calibration_wavs, folder, static_convs
     quantize_dynamic(convs, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
 
 
+def dynamic_int8(fp32_path, out_path):
+    """fp32 graph -> matrix products dynamic int8 (ONNX Runtime's tool), convolutions fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(fp32_path, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
 def ort_session(path, wav, threads):
     """An ONNX Runtime session of one graph on ``threads`` threads, and its feed for one utterance."""
     import onnxruntime
@@ -120,6 +134,7 @@ def export_base(folder):
 def speed(folder, repeats, threads):
     """fp32 / dynamic / static-conv graphs of wav2vec2-base with random weights."""
     onnx_folder = export_base(folder)
+    dynamic_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.dynamic.onnx"))
     rng = np.random.default_rng(0)
     calibration = [(0.1 * rng.standard_normal(int(16000 * s))).astype("float32") for s in rng.uniform(2, 5, 8)]
     static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static.onnx"),
@@ -127,7 +142,8 @@ def speed(folder, repeats, threads):
     static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static1.onnx"),
                      calibration, folder, static_convs=slice(1, None))
     wav = (0.1 * rng.standard_normal(48000)).astype("float32")
-    graphs = {"fp32": "model.onnx", "dynamic_int8": "model.int8.onnx", "static_conv_dynamic_int8": "model.static.onnx",
+    graphs = {"fp32": "model.onnx", "dynamic_int8": "model.dynamic.onnx", "per_frame_conv_int8": "model.int8.onnx",
+              "static_conv_dynamic_int8": "model.static.onnx",
               "static_conv_but_first_dynamic_int8": "model.static1.onnx"}
     return {name: rtf(os.path.join(onnx_folder, file), wav, repeats, threads) for name, file in graphs.items()}
 
@@ -152,7 +168,9 @@ def answers(experiment, folder, calibration_turns, per_conv=False):
     train = [row["wav"] for row in prepared_rows(os.path.join(experiment, "train.csv"), data_folder)]
     chosen = np.random.default_rng(0).choice(len(train), min(calibration_turns, len(train)), replace=False)
     calibration = [reader.load_audio(train[i]) for i in chosen]
-    graphs = {"dynamic_int8": shipped}
+    graphs = {"dynamic_int8": os.path.join(folder, "dynamic_int8"), "per_frame_conv_int8": shipped}
+    shutil.copytree(shipped, graphs["dynamic_int8"])
+    dynamic_int8(os.path.join(shipped, "model.onnx"), os.path.join(graphs["dynamic_int8"], "model.int8.onnx"))
     variants = {"static_conv_dynamic_int8": None, "static_conv_but_first_dynamic_int8": slice(1, None)}
     if per_conv:
         variants.update({f"only_conv{k}": [k] for k in range(len(conv_names(os.path.join(shipped, "model.onnx"))))})

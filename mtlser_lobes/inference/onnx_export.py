@@ -10,8 +10,9 @@
   (batch,) real frames of each item, ``speaker_embedding`` (batch, dim) and
   ``speaker_scores`` (batch, n_training_speakers), the cosine similarity of the
   centred embedding to each training speaker. Batch and time are dynamic.
-- ``model.int8.onnx``: the same with the weights of its linear layers (matrix
-  products) quantised to int8 by ONNX Runtime's dynamic quantisation.
+- ``model.int8.onnx``: the same in int8: the feature encoder's convolutions with
+  activations quantised per frame, the other matrix products by ONNX Runtime's
+  dynamic quantisation (:mod:`~mtlser_lobes.inference.onnx_quantization`).
 - ``config.json``: everything else inference needs (classes, CTC characters,
   speakers, the speaker gallery, thresholds); no YAML, nothing executable.
 
@@ -32,6 +33,7 @@ import torch
 from mtlser_lobes.artifacts import ONNX_CONFIG, ONNX_FOLDER, ONNX_INT8_MODEL, ONNX_MODEL
 from mtlser_lobes.heads import frame_mask
 from mtlser_lobes.helpers import publish_folder, write_text_atomically
+from mtlser_lobes.inference.onnx_quantization import quantize_int8
 from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
 __all__ = ["InferenceGraph", "export_onnx", "export_loaded_model", "OUTPUT_NAMES"]
@@ -231,10 +233,7 @@ def export_loaded_model(model, onnx_folder, quantize=True, tolerance=1e-4, seed=
         if worst > tolerance or differences["frame_counts"] > 0:
             raise ValueError(f"the ONNX graph differs from the PyTorch model by {differences} (tolerance {tolerance})")
         if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(path, os.path.join(staging, ONNX_INT8_MODEL), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+            quantize_int8(path, os.path.join(staging, ONNX_INT8_MODEL))
         write_text_atomically(os.path.join(staging, ONNX_CONFIG), json.dumps(_config(model), indent=1) + "\n")
         publish_folder(staging, onnx_folder)  # the old folder goes only once the new one is complete
     except BaseException:

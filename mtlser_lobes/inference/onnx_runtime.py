@@ -67,7 +67,7 @@ class OnnxMTLSER:
         (``model.onnx``, ``config.json``), or the model folder that holds it
         in ``onnx/``.
     quantized : bool
-        Run ``model.int8.onnx`` (int8 weights of the linear layers) instead.
+        Run ``model.int8.onnx`` (int8 matrix products and feature-encoder convolutions) instead.
     threads : int, optional
         ONNX Runtime's intra-op threads (default: its own choice, the cores).
     providers : list of str, optional

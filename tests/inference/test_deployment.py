@@ -150,6 +150,19 @@ def test_onnx_answers_as_pytorch_does(exported, torch_model, test_wavs):
                 assert answer.probabilities[label] == pytest.approx(reference.probabilities[label], abs=1e-4)
 
 
+def test_int8_onnx_answers_close_to_pytorch(exported, torch_model, test_wavs):
+    """model.int8.onnx: int8 matrix products and feature-encoder convolutions, on the trained model's test turns."""
+    from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
+
+    expected = torch_model.predict_files(test_wavs, batch_size=4)
+    answers = OnnxMTLSER(exported, quantized=True).predict_files(test_wavs, batch_size=4)
+    same = sum(a.emotion == e.emotion for a, e in zip(answers, expected))
+    diff = max(abs(a.probabilities[c] - e.probabilities[c]) for a, e in zip(answers, expected) for c in EMOTIONS)
+    assert all(a.error is None for a in answers)
+    assert same >= 0.9 * len(test_wavs)
+    assert diff < 0.1
+
+
 def test_onnx_timeline_enrolment_and_bad_input(exported, torch_model, test_wavs, tmp_path):
     from mtlser_lobes.data.audio import AudioError
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER

@@ -65,15 +65,25 @@ def test_family_trains_exports_and_answers(tmp_path, demo_release, capsys, famil
             assert batched.probabilities[label] == pytest.approx(p, abs=1e-5)
 
     # ONNX: the export checks its graph against PyTorch (1e-4) and the runtime answers alike
+    import onnx
+
     from mtlser_lobes.inference.onnx_export import export_onnx
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
 
-    export_onnx(os.path.join(output, "model"), quantize=False)
+    export_onnx(os.path.join(output, "model"))
     onnx_model = OnnxMTLSER(os.path.join(output, "model"))
     for answer, single in zip(onnx_model.predict_files(paths, batch_size=len(paths)), alone):
         assert answer.emotion == single.emotion and answer.text == single.text
         for label, p in single.probabilities.items():
             assert answer.probabilities[label] == pytest.approx(p, abs=1e-4)
+    # int8: the feature encoder's convolutions but the first run as integer products (fbank: its projection)
+    int8_graph = onnx.load(os.path.join(output, "model", "onnx", "model.int8.onnx"))
+    assert [n.op_type for n in int8_graph.graph.node].count("QuantizeLinear") == (6 if frontend == "waveform" else 1)
+    int8_model = OnnxMTLSER(os.path.join(output, "model"), quantized=True)
+    for answer, single in zip(int8_model.predict_files(paths, batch_size=len(paths)), alone):
+        assert answer.error is None
+        for label, p in single.probabilities.items():
+            assert answer.probabilities[label] == pytest.approx(p, abs=0.01)
 
 
 def test_small_preset_is_a_larger_encoder_that_loads_like_the_tiny_one(tmp_path):

@@ -1,0 +1,140 @@
+"""The int8 graph's rewrites (``mtlser_lobes.inference.onnx_quantization``) on small ONNX graphs run by ONNX Runtime."""
+
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from mtlser_lobes.inference.onnx_quantization import (cancel_transposes, fuse_gelu, quantize_convolutions_per_frame,
+                                                      quantize_int8)
+
+RNG = np.random.default_rng(0)
+
+
+def _run(model, feeds):
+    return onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _exact_gelu(x, y, tag):
+    """The exporter's GELU: x * (0.5 * (erf(x / sqrt(2)) + 1))."""
+    return [
+        helper.make_node("Div", [x, "sqrt2"], [f"{tag}_d"]),
+        helper.make_node("Erf", [f"{tag}_d"], [f"{tag}_e"]),
+        helper.make_node("Add", [f"{tag}_e", "one"], [f"{tag}_a"]),
+        helper.make_node("Mul", ["half", f"{tag}_a"], [f"{tag}_h"]),
+        helper.make_node("Mul", [x, f"{tag}_h"], [y]),
+    ]
+
+
+def _feature_encoder(channels=16, bias=False):
+    """A wav2vec 2.0-like stack: waveform conv (k10 s5), GELU, conv k3 s2, GELU, conv k2 s2, GELU, transpose."""
+    weights = {
+        "w0": RNG.standard_normal((channels, 1, 10)).astype("float32") * 0.3,
+        "w1": RNG.standard_normal((channels, channels, 3)).astype("float32") * 0.2,
+        "w2": RNG.standard_normal((channels, channels, 2)).astype("float32") * 0.2,
+    }
+    if bias:
+        weights["b1"] = RNG.standard_normal(channels).astype("float32")
+    constants = {"sqrt2": np.array(2**0.5, "float32"), "one": np.array(1.0, "float32"),
+                 "half": np.array(0.5, "float32")}
+    nodes = [helper.make_node("Unsqueeze", ["wav", "axis1"], ["x"]),
+             helper.make_node("Conv", ["x", "w0"], ["c0"], strides=[5], name="conv0")]
+    nodes += _exact_gelu("c0", "g0", "a")
+    nodes.append(helper.make_node("Conv", ["g0", "w1"] + (["b1"] if bias else []), ["c1"], strides=[2], name="conv1"))
+    nodes += _exact_gelu("c1", "g1", "b")
+    nodes.append(helper.make_node("Conv", ["g1", "w2"], ["c2"], strides=[2], name="conv2"))
+    nodes += _exact_gelu("c2", "g2", "c")
+    nodes.append(helper.make_node("Transpose", ["g2"], ["features"], perm=[0, 2, 1]))
+    initializers = [numpy_helper.from_array(v, k) for k, v in {**weights, **constants}.items()]
+    initializers.append(numpy_helper.from_array(np.array([1], "int64"), "axis1"))
+    graph = helper.make_graph(nodes, "encoder", [helper.make_tensor_value_info("wav", TensorProto.FLOAT, ["b", "t"])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["b", "f", channels])],
+                              initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _loud_and_quiet(batch=2, seconds=0.5):
+    """Noise whose level falls by 60 dB along each utterance, a different level per item."""
+    n = int(16000 * seconds)
+    envelope = np.geomspace(1.0, 1e-3, n, dtype="float32")
+    return np.stack([(0.5 ** i) * envelope * RNG.standard_normal(n).astype("float32") for i in range(batch)])
+
+
+def _frame_errors(reference, quantized):
+    """Largest error of each output frame relative to that frame's largest value."""
+    return np.abs(quantized - reference).max(axis=-1) / np.abs(reference).max(axis=-1)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_per_frame_convolutions_keep_quiet_frames(bias):
+    model, wav = _feature_encoder(bias=bias), _loud_and_quiet()
+    (reference,) = _run(model, {"wav": wav})
+    assert quantize_convolutions_per_frame(model) == 2  # the waveform's convolution stays fp32
+    assert [n.op_type for n in model.graph.node].count("Conv") == 1
+    (quantized,) = _run(model, {"wav": wav})
+    assert quantized.shape == reference.shape
+    # every frame, 60 dB down included, within a few per cent of its own size
+    assert _frame_errors(reference, quantized).max() < 0.1
+
+
+def test_one_scale_per_tensor_loses_the_quiet_frames():
+    """Why per frame: ONNX Runtime's dynamic ConvInteger, one scale per tensor, on the same audio."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model, wav = _feature_encoder(), _loud_and_quiet(batch=1)
+    (reference,) = _run(model, {"wav": wav})
+    with tempfile.TemporaryDirectory() as folder:
+        onnx.save(model, os.path.join(folder, "fp32.onnx"))
+        per_tensor_path = os.path.join(folder, "per_tensor.onnx")
+        quantize_dynamic(os.path.join(folder, "fp32.onnx"), per_tensor_path, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["Conv"], nodes_to_exclude=["conv0"])
+        (per_tensor,) = _run(onnx.load(per_tensor_path), {"wav": wav})
+    quantize_convolutions_per_frame(model)
+    (per_frame,) = _run(model, {"wav": wav})
+    quiet = slice(-10, None)  # the last frames, 50-60 dB down
+    assert _frame_errors(reference, per_frame)[:, quiet].max() < 0.1
+    assert _frame_errors(reference, per_tensor)[:, quiet].max() > 0.5
+
+
+def test_ineligible_convolutions_are_left_alone():
+    w = RNG.standard_normal((8, 4, 3)).astype("float32")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["padded"], pads=[1, 1]),
+             helper.make_node("Conv", ["x", "wg"], ["grouped"], group=2),
+             helper.make_node("Conv", ["x", "w"], ["dilated"], dilations=[2])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 20])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8, None]) for name in ("padded", "grouped", "dilated")],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w[:, :2], "wg")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    before = model.SerializeToString()
+    assert quantize_convolutions_per_frame(model) == 0
+    assert model.SerializeToString() == before
+
+
+def test_gelu_fusion_and_transpose_cancelling_keep_the_outputs():
+    model, wav = _feature_encoder(), _loud_and_quiet()
+    quantize_convolutions_per_frame(model)
+    (before,) = _run(model, {"wav": wav})
+    assert fuse_gelu(model) == 3
+    assert cancel_transposes(model) == 2  # between the two rewritten convolutions, and the final one
+    ops = [n.op_type for n in model.graph.node]
+    assert "Erf" not in ops and ops.count("Gelu") == 3 and ops.count("Transpose") == 1  # only the one into the first rewritten convolution
+    onnx.checker.check_model(model)
+    (after,) = _run(model, {"wav": wav})
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_quantize_int8_writes_a_graph_with_integer_products(tmp_path):
+    model = _feature_encoder()
+    onnx.save(model, tmp_path / "model.onnx")
+    quantize_int8(str(tmp_path / "model.onnx"), str(tmp_path / "model.int8.onnx"))
+    int8 = onnx.load(tmp_path / "model.int8.onnx")
+    ops = [n.op_type for n in int8.graph.node]
+    assert ops.count("MatMulInteger") == 2 and ops.count("Conv") == 1 and ops.count("Gelu") == 3
+    wav = _loud_and_quiet()
+    (reference,), (quantized,) = _run(model, {"wav": wav}), _run(int8, {"wav": wav})
+    assert _frame_errors(reference, quantized).max() < 0.1
