@@ -9,8 +9,11 @@
    out as one row (im2col), each row gets its own scale and zero point from its minimum and
    maximum, the weights are int8 per output channel, and ``MatMulInteger`` multiplies them (the
    VNNI or AMX kernels where the CPU has them);
-2. the exporter's exact GELUs become single ``Gelu`` nodes and the transposes the rewrite leaves
-   around them cancel (:func:`fuse_gelu`, :func:`cancel_transposes`);
+2. element-wise work on the feature encoder's long activations shrinks: the exporter's exact GELUs
+   become single ``Gelu`` nodes, the transposes the rewrite leaves around them cancel, and the group
+   normalisation runs as a layer normalisation over time (:func:`fuse_gelu`,
+   :func:`cancel_transposes`, :func:`instance_norm_as_layer_norm`); the attention softmaxes lose
+   their NaN guards, which a finite mask makes idle (:func:`drop_softmax_nan_guards`);
 3. ONNX Runtime's dynamic quantisation turns the remaining matrix products (the transformer's
    linear layers, the heads) into ``DynamicQuantizeMatMul``.
 
@@ -27,7 +30,8 @@ below it, so the graph gives the same answers on every CPU.
 
 import numpy as np
 
-__all__ = ["cancel_transposes", "fuse_gelu", "quantize_convolutions_per_frame", "quantize_int8"]
+__all__ = ["cancel_transposes", "drop_softmax_nan_guards", "fuse_gelu", "instance_norm_as_layer_norm",
+           "quantize_convolutions_per_frame", "quantize_int8"]
 
 
 def _attribute(node, name, default):
@@ -140,11 +144,26 @@ def quantize_convolutions_per_frame(model, activation_levels=127, weight_levels=
             helper.make_node("Mul", [p + "steps", p + "stride"], [p + "span0"]),
         ]
         slices, mins, maxs = [], [], []
+        if kernel >= stride:
+            # taps 0 .. stride-1 of every output frame are one contiguous run of input frames: a
+            # prefix of x reshaped (a plain copy), instead of one strided slice per tap
+            nodes += [
+                helper.make_node("Add", [p + "span0", p + "stride"], [p + "prefix_end"]),
+                helper.make_node("Slice", [p + "xt", constant(p + "prefix_start", np.array([0], "int64")),
+                                           p + "prefix_end", shared["time"]], [p + "prefix"]),
+                helper.make_node("Reshape", [p + "prefix", constant(p + "block_shape",
+                                                                    np.array([0, -1, stride * n_in], "int64"))],
+                                 [p + "blocks"]),
+            ]
+            slices.append(p + "blocks")
         for j in range(kernel):
             start, end = constant(f"{p}start{j}", np.array([j], "int64")), f"{p}end{j}"
             nodes.append(helper.make_node(
                 "Add", [p + "span0", constant(f"{p}end_offset{j}", np.array([j + 1], "int64"))], [end]))
-            for source, target in ((p + "xt", slices), (p + "frame_min", mins), (p + "frame_max", maxs)):
+            sources = ((p + "frame_min", mins), (p + "frame_max", maxs))
+            if kernel < stride or j >= stride:
+                sources += ((p + "xt", slices),)
+            for source, target in sources:
                 target.append(f"{source}_slice{j}")
                 nodes.append(helper.make_node("Slice", [source, start, end, shared["time"], p + "stride"], [target[-1]]))
         nodes += [
@@ -287,8 +306,89 @@ def cancel_transposes(model):
     return cancelled
 
 
+def instance_norm_as_layer_norm(model):
+    """``InstanceNormalization`` over time on (batch, channels, time) -> ``LayerNormalization`` over the last axis.
+
+    The same normalisation (each channel of each item over time, population variance, the same
+    epsilon) by ONNX Runtime's vectorised layer-normalisation kernel; the per-channel scale and
+    bias, when they are not 1 and 0, follow as a product and a sum. wav2vec 2.0's group
+    normalisation after its first convolution is exported this way and is the largest
+    normalisation of the graph. Returns how many nodes were replaced.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    nodes, replaced = [], 0
+    for node in graph.node:
+        if node.op_type == "InstanceNormalization":
+            scale, bias = (initializers.get(name) for name in node.input[1:3])
+        if node.op_type != "InstanceNormalization" or scale is None or bias is None:
+            nodes.append(node)
+            continue
+        p = f"inln{replaced}_"
+        epsilon = _attribute(node, "epsilon", 1e-5)
+        trivial = bool(np.all(scale == 1) and np.all(bias == 0))
+        normalised = node.output[0] if trivial else p + "normalised"
+        nodes += [
+            helper.make_node("Shape", [node.input[0]], [p + "time"], start=-1, name=p + "time"),
+            helper.make_node("ConstantOfShape", [p + "time"], [p + "ones"], name=p + "ones",
+                             value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+            helper.make_node("LayerNormalization", [node.input[0], p + "ones"], [normalised], axis=-1,
+                             epsilon=epsilon, name=p + "layer_norm"),
+        ]
+        if not trivial:
+            shape = (-1, 1)
+            graph.initializer.extend([numpy_helper.from_array(scale.reshape(shape), p + "scale"),
+                                      numpy_helper.from_array(bias.reshape(shape), p + "bias")])
+            nodes += [helper.make_node("Mul", [normalised, p + "scale"], [p + "scaled"], name=p + "scaled"),
+                      helper.make_node("Add", [p + "scaled", p + "bias"], [node.output[0]], name=p + "shifted")]
+        replaced += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return replaced
+
+
+def drop_softmax_nan_guards(model):
+    """``Where(IsNaN(softmax), 0, softmax)`` -> ``softmax``, where the attention mask is finite.
+
+    PyTorch's exporter guards every attention softmax against rows that are all masked, which give
+    NaN with an infinite mask. The exported mask adds the smallest float32 instead of -inf, so a
+    softmax here is NaN only for NaN inputs, which the interface refuses: the guards (an ``IsNaN``
+    and a ``Where`` over every attention matrix of every layer) change nothing. They are dropped
+    only when no ``-inf`` constant is in the graph. Returns how many were dropped.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    if any(np.isneginf(value).any() for value in initializers.values() if value.dtype.kind == "f"):
+        return 0
+    consumers, producers = _consumers(graph), {out: node for node in graph.node for out in node.output}
+    graph_outputs = {output.name for output in graph.output}
+    removed, rewired = set(), {}
+    for where in graph.node:
+        if where.op_type != "Where" or len(where.input) != 3 or where.output[0] in graph_outputs:
+            continue
+        is_nan, softmax = producers.get(where.input[0]), producers.get(where.input[2])
+        if (is_nan is None or is_nan.op_type != "IsNaN" or softmax is None or softmax.op_type != "Softmax"
+                or is_nan.input[0] != where.input[2] or len(consumers.get(is_nan.output[0], [])) != 1
+                or _constant_value(where.input[1], initializers) != 0.0):
+            continue
+        removed.update((id(where), id(is_nan)))
+        rewired[where.output[0]] = where.input[2]
+    nodes = [n for n in graph.node if id(n) not in removed]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in rewired:
+                node.input[i] = rewired[name]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(rewired)
+
+
 def quantize_int8(fp32_path, int8_path):
-    """``model.onnx`` -> ``model.int8.onnx``: per-frame int8 convolutions, then dynamic int8 matrix products."""
+    """``model.onnx`` -> ``model.int8.onnx``: the steps of this module's description, in order."""
     import os
     import tempfile
 
@@ -299,6 +399,8 @@ def quantize_int8(fp32_path, int8_path):
     if quantize_convolutions_per_frame(model):
         fuse_gelu(model)
         cancel_transposes(model)
+        instance_norm_as_layer_norm(model)
+        drop_softmax_nan_guards(model)
         onnx.checker.check_model(model)
     with tempfile.TemporaryDirectory() as folder:
         staged = os.path.join(folder, "convolutions.onnx")

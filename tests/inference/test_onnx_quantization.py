@@ -9,7 +9,8 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mtlser_lobes.inference.onnx_quantization import (cancel_transposes, fuse_gelu, quantize_convolutions_per_frame,
+from mtlser_lobes.inference.onnx_quantization import (cancel_transposes, drop_softmax_nan_guards, fuse_gelu,
+                                                      instance_norm_as_layer_norm, quantize_convolutions_per_frame,
                                                       quantize_int8)
 
 RNG = np.random.default_rng(0)
@@ -138,3 +139,52 @@ def test_quantize_int8_writes_a_graph_with_integer_products(tmp_path):
     wav = _loud_and_quiet()
     (reference,), (quantized,) = _run(model, {"wav": wav}), _run(int8, {"wav": wav})
     assert _frame_errors(reference, quantized).max() < 0.1
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_as_layer_norm_is_the_same_normalisation(affine):
+    channels = 6
+    scale = RNG.uniform(0.5, 2, channels).astype("float32") if affine else np.ones(channels, "float32")
+    bias = RNG.standard_normal(channels).astype("float32") if affine else np.zeros(channels, "float32")
+    graph = helper.make_graph(
+        [helper.make_node("InstanceNormalization", ["x", "scale", "bias"], ["y"], epsilon=1e-5)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", channels, "t"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", channels, "t"])],
+        [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(bias, "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = (RNG.standard_normal((3, channels, 50)) * RNG.uniform(0.01, 10, (3, channels, 1))).astype("float32")
+    (reference,) = _run(model, {"x": x})
+    assert instance_norm_as_layer_norm(model) == 1
+    assert "InstanceNormalization" not in [n.op_type for n in model.graph.node]
+    (replaced,) = _run(model, {"x": x})
+    np.testing.assert_allclose(replaced, reference, rtol=1e-4, atol=1e-4)
+
+
+def _masked_attention(mask_value):
+    """softmax(scores + mask) guarded as PyTorch's exporter guards it: Where(IsNaN(p), 0, p)."""
+    nodes = [helper.make_node("Where", ["keep", "zero", "masked"], ["mask"]),
+             helper.make_node("Add", ["scores", "mask"], ["masked_scores"]),
+             helper.make_node("Softmax", ["masked_scores"], ["p"], axis=-1),
+             helper.make_node("IsNaN", ["p"], ["nan"]),
+             helper.make_node("Where", ["nan", "zero", "p"], ["weights"]),
+             helper.make_node("Identity", ["weights"], ["attention"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 4, 4]),
+                     helper.make_tensor_value_info("keep", TensorProto.BOOL, [2, 1, 4])],
+        [helper.make_tensor_value_info("attention", TensorProto.FLOAT, [2, 4, 4])],
+        [numpy_helper.from_array(np.array(0.0, "float32"), "zero"),
+         numpy_helper.from_array(np.array(mask_value, "float32"), "masked")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_softmax_nan_guards_go_only_where_the_mask_is_finite():
+    scores = RNG.standard_normal((2, 4, 4)).astype("float32")
+    keep = np.array([[[True, True, True, False]], [[True, True, False, False]]])
+    finite = _masked_attention(np.finfo("float32").min)
+    (reference,) = _run(finite, {"scores": scores, "keep": keep})
+    assert drop_softmax_nan_guards(finite) == 1
+    assert "IsNaN" not in [n.op_type for n in finite.graph.node]
+    (dropped,) = _run(finite, {"scores": scores, "keep": keep})
+    np.testing.assert_array_equal(dropped, reference)
+    infinite = _masked_attention(-np.inf)  # a fully masked row would be NaN without its guard
+    assert drop_softmax_nan_guards(infinite) == 0
