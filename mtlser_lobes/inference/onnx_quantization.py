@@ -101,22 +101,24 @@ def quantize_convolutions_per_frame(model, activation_levels=127, weight_levels=
     True
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     new_nodes, new_initializers, rewritten = [], [], 0
 
+    added = set()
+
     def constant(name, value):
-        new_initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        if name not in added:  # a name asked for twice holds the same value
+            added.add(name)
+            new_initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
     shared = {
         "zero": constant("pfq_zero", np.array(0.0, "float32")),
         "eps": constant("pfq_eps", np.array(1e-12, "float32")),
         "levels": constant("pfq_levels", np.array(float(activation_levels), "float32")),
-        "one": constant("pfq_one", np.array(1.0, "float32")),
-        "u8zero": constant("pfq_u8zero", np.array(0, "uint8")),
         "last": constant("pfq_last_axis", np.array([-1], "int64")),
         "time": constant("pfq_time_axis", np.array([1], "int64")),
     }
@@ -125,75 +127,11 @@ def quantize_convolutions_per_frame(model, activation_levels=127, weight_levels=
         if weight is None:
             new_nodes.append(node)
             continue
-        p = f"pfq{rewritten}_"
-        n_out, n_in, kernel = weight.shape
         stride = _attribute(node, "strides", [1])[0]
-        # int8 weights per output channel, rows ordered (kernel position, channel) like the slices below
-        matrix = weight.transpose(2, 1, 0).reshape(kernel * n_in, n_out)
-        w_scale = np.maximum(np.abs(matrix).max(axis=0), 1e-12) / weight_levels
-        w_int8 = np.clip(np.round(matrix / w_scale), -weight_levels, weight_levels).astype("int8")
-        column_sums = (w_int8.astype("float32") * w_scale).sum(axis=0).astype("float32")
-        x, y = node.input[0], node.output[0]
-        nodes = [
-            helper.make_node("Transpose", [x], [p + "xt"], perm=[0, 2, 1]),
-            helper.make_node("ReduceMin", [p + "xt", shared["last"]], [p + "frame_min"], keepdims=1),
-            helper.make_node("ReduceMax", [p + "xt", shared["last"]], [p + "frame_max"], keepdims=1),
-            helper.make_node("Shape", [p + "xt"], [p + "t_in"], start=1, end=2),
-            helper.make_node("Sub", [p + "t_in", constant(p + "kernel", np.array([kernel], "int64"))], [p + "t_k"]),
-            helper.make_node("Div", [p + "t_k", constant(p + "stride", np.array([stride], "int64"))], [p + "steps"]),
-            helper.make_node("Mul", [p + "steps", p + "stride"], [p + "span0"]),
-        ]
-        slices, mins, maxs = [], [], []
-        if kernel >= stride:
-            # taps 0 .. stride-1 of every output frame are one contiguous run of input frames: a
-            # prefix of x reshaped (a plain copy), instead of one strided slice per tap
-            nodes += [
-                helper.make_node("Add", [p + "span0", p + "stride"], [p + "prefix_end"]),
-                helper.make_node("Slice", [p + "xt", constant(p + "prefix_start", np.array([0], "int64")),
-                                           p + "prefix_end", shared["time"]], [p + "prefix"]),
-                helper.make_node("Reshape", [p + "prefix", constant(p + "block_shape",
-                                                                    np.array([0, -1, stride * n_in], "int64"))],
-                                 [p + "blocks"]),
-            ]
-            slices.append(p + "blocks")
-        for j in range(kernel):
-            start, end = constant(f"{p}start{j}", np.array([j], "int64")), f"{p}end{j}"
-            nodes.append(helper.make_node(
-                "Add", [p + "span0", constant(f"{p}end_offset{j}", np.array([j + 1], "int64"))], [end]))
-            sources = ((p + "frame_min", mins), (p + "frame_max", maxs))
-            if kernel < stride or j >= stride:
-                sources += ((p + "xt", slices),)
-            for source, target in sources:
-                target.append(f"{source}_slice{j}")
-                nodes.append(helper.make_node("Slice", [source, start, end, shared["time"], p + "stride"], [target[-1]]))
-        nodes += [
-            helper.make_node("Concat", slices, [p + "cols"], axis=2),
-            helper.make_node("Min", [*mins, shared["zero"]], [p + "lo"]),
-            helper.make_node("Max", [*maxs, shared["zero"]], [p + "hi"]),
-            helper.make_node("Sub", [p + "hi", p + "lo"], [p + "range"]),
-            helper.make_node("Max", [p + "range", shared["eps"]], [p + "range_eps"]),
-            helper.make_node("Div", [p + "range_eps", shared["levels"]], [p + "scale"]),
-            helper.make_node("Div", [p + "lo", p + "scale"], [p + "lo_units"]),
-            helper.make_node("Neg", [p + "lo_units"], [p + "zero_point_f"]),
-            helper.make_node("Round", [p + "zero_point_f"], [p + "zero_point_r"]),
-            helper.make_node("Cast", [p + "zero_point_r"], [p + "zero_point"], to=TensorProto.UINT8),
-            helper.make_node("QuantizeLinear", [p + "cols", p + "scale", p + "zero_point"], [p + "q"],
-                             axis=2, block_size=kernel * n_in),
-            helper.make_node("MatMulInteger", [p + "q", constant(p + "w_int8", w_int8)], [p + "acc"]),
-            helper.make_node("Cast", [p + "acc"], [p + "acc_f"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [p + "scale", constant(p + "w_scale", w_scale.astype("float32"))],
-                             [p + "out_scale"]),
-            helper.make_node("Mul", [p + "acc_f", p + "out_scale"], [p + "product"]),
-            # (q - zero_point) * scale: the zero point's share, per frame and output channel
-            helper.make_node("Mul", [p + "zero_point_r", p + "scale"], [p + "shift"]),
-            helper.make_node("Mul", [p + "shift", constant(p + "column_sums", -column_sums)], [p + "offset"]),
-        ]
-        out = p + "with_offset"
-        nodes.append(helper.make_node("Add", [p + "product", p + "offset"], [out]))
-        if len(node.input) > 2 and node.input[2]:
-            nodes.append(helper.make_node("Add", [out, node.input[2]], [p + "with_bias"]))
-            out = p + "with_bias"
-        nodes.append(helper.make_node("Transpose", [out], [y], perm=[0, 2, 1]))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        build = _blocked_nodes if stride <= weight.shape[2] <= 2 * stride else _im2col_nodes
+        nodes = build(f"pfq{rewritten}_", node.input[0], node.output[0], weight, stride, bias, shared, constant,
+                      weight_levels)
         for new in nodes:
             new.name = new.output[0]
         new_nodes += nodes
@@ -203,13 +141,191 @@ def quantize_convolutions_per_frame(model, activation_levels=127, weight_levels=
     if not rewritten:
         return 0
     graph.initializer.extend(new_initializers)
-    if rewritten:
-        # QuantizeLinear with one scale per row (block_size) needs opset 21
-        for opset in model.opset_import:
-            if opset.domain in ("", "ai.onnx"):
-                opset.version = max(opset.version, 21)
+    for opset in model.opset_import:  # QuantizeLinear with one scale per row (block_size) needs opset 21
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, 21)
     onnx.checker.check_model(model)
     return rewritten
+
+
+def _int8_weights(weight, weight_levels):
+    """(out, in, taps) -> int8 matrix (taps * in, out), rows ordered (tap, channel); scale per output channel."""
+    n_out, n_in, taps = weight.shape
+    matrix = weight.transpose(2, 1, 0).reshape(taps * n_in, n_out)
+    w_scale = (np.maximum(np.abs(matrix).max(axis=0), 1e-12) / weight_levels).astype("float32")
+    w_int8 = np.clip(np.round(matrix / w_scale), -weight_levels, weight_levels).astype("int8")
+    column_sums = (w_int8.astype("float32") * w_scale).sum(axis=0).astype("float32")
+    return w_int8, w_scale, column_sums
+
+
+def _range_nodes(p, lo_in, hi_in, shared):
+    """Per-row scale and zero point from per-row minimum and maximum (both widened to include 0)."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("Min", [lo_in, shared["zero"]], [p + "lo"]),
+        helper.make_node("Max", [hi_in, shared["zero"]], [p + "hi"]),
+        helper.make_node("Sub", [p + "hi", p + "lo"], [p + "range"]),
+        helper.make_node("Max", [p + "range", shared["eps"]], [p + "range_eps"]),
+        helper.make_node("Div", [p + "range_eps", shared["levels"]], [p + "scale"]),
+        helper.make_node("Div", [p + "lo", p + "scale"], [p + "lo_units"]),
+        helper.make_node("Neg", [p + "lo_units"], [p + "zero_point_f"]),
+        helper.make_node("Round", [p + "zero_point_f"], [p + "zero_point_r"]),
+        helper.make_node("Cast", [p + "zero_point_r"], [p + "zero_point"], to=TensorProto.UINT8),
+        # (q - zero_point) * scale: the zero point's share of a product is zero_point * scale * sum(w)
+        helper.make_node("Mul", [p + "zero_point_r", p + "scale"], [p + "shift"]),
+    ]
+
+
+def _time_arithmetic(p, xt, kernel, stride, constant):
+    """Nodes giving ``p + "t_in"``, ``p + "t_out"`` and ``p + "span0"`` = stride * (t_out - 1), as int64 [1]."""
+    from onnx import helper
+
+    return [
+        helper.make_node("Shape", [xt], [p + "t_in"], start=1, end=2),
+        helper.make_node("Sub", [p + "t_in", constant(p + "kernel", np.array([kernel], "int64"))], [p + "t_k"]),
+        helper.make_node("Div", [p + "t_k", constant(p + "stride", np.array([stride], "int64"))], [p + "steps"]),
+        helper.make_node("Mul", [p + "steps", p + "stride"], [p + "span0"]),
+        helper.make_node("Add", [p + "steps", constant(p + "one_i", np.array([1], "int64"))], [p + "t_out"]),
+    ]
+
+
+def _blocked_nodes(p, x, y, weight, stride, bias, shared, constant, weight_levels):
+    """A convolution with stride <= kernel <= 2 * stride as one or two integer products, no im2col.
+
+    Input frames are grouped in blocks of ``stride``; block ``t`` holds taps 0 .. stride-1 of output
+    frame ``t`` and the first ``kernel - stride`` frames of block ``t + 1`` hold its other taps. Each
+    block gets one scale and zero point (from its frames' minimum and maximum), so the whole input is
+    quantised once, in place, and the two products read uint8 views of it: ``blocks[:t_out] @ w[taps
+    < stride]`` and ``block heads[1:t_out + 1] @ w[taps >= stride]``, each scaled by its blocks' scales.
+    """
+    from onnx import TensorProto, helper
+
+    n_out, n_in, kernel = weight.shape
+    extra = kernel - stride
+    w1, w1_scale, sums1 = _int8_weights(weight[:, :, :stride], weight_levels)
+    i64 = lambda name, values: constant(p + name, np.array(values, "int64"))  # noqa: E731
+    nodes = [
+        helper.make_node("Transpose", [x], [p + "xt"], perm=[0, 2, 1]),
+        helper.make_node("ReduceMin", [p + "xt", shared["last"]], [p + "frame_min"], keepdims=1),
+        helper.make_node("ReduceMax", [p + "xt", shared["last"]], [p + "frame_max"], keepdims=1),
+        *_time_arithmetic(p, p + "xt", kernel, stride, constant),
+        # blocks: ceil(t_in / stride); the stats of a last, partial block repeat its last frame's
+        helper.make_node("Add", [p + "t_in", i64("stride_less_one", [stride - 1])], [p + "t_up"]),
+        helper.make_node("Div", [p + "t_up", p + "stride"], [p + "n_blocks"]),
+        helper.make_node("Mul", [p + "n_blocks", p + "stride"], [p + "t_blocks"]),
+        helper.make_node("Sub", [p + "t_blocks", p + "t_in"], [p + "pad"]),
+        helper.make_node("Concat", [i64("pad_head", [0, 0, 0, 0]), p + "pad", i64("pad_tail", [0])], [p + "pads"],
+                         axis=0),
+    ]
+    for stat, reduce in (("min", "ReduceMin"), ("max", "ReduceMax")):
+        nodes += [
+            helper.make_node("Pad", [p + f"frame_{stat}", p + "pads"], [p + f"padded_{stat}"], mode="edge"),
+            helper.make_node("Reshape", [p + f"padded_{stat}", i64("stat_blocks", [0, -1, stride])],
+                             [p + f"grouped_{stat}"]),
+            helper.make_node(reduce, [p + f"grouped_{stat}", shared["last"]], [p + f"block_{stat}"], keepdims=1),
+        ]
+    nodes += _range_nodes(p, p + "block_min", p + "block_max", shared)
+    # each frame takes its block's scale and zero point: (batch, blocks, 1) -> (batch, t_in, 1)
+    for name in ("scale", "zero_point"):
+        nodes += [
+            helper.make_node("Expand", [p + name, i64("expand_shape", [1, 1, stride])], [p + f"{name}_expanded"]),
+            helper.make_node("Reshape", [p + f"{name}_expanded", i64("frame_shape", [0, -1, 1])],
+                             [p + f"{name}_frames_all"]),
+            helper.make_node("Slice", [p + f"{name}_frames_all", i64("zero_start", [0]), p + "t_in", shared["time"]],
+                             [p + f"{name}_frames"]),
+        ]
+    nodes += [
+        helper.make_node("QuantizeLinear", [p + "xt", p + "scale_frames", p + "zero_point_frames"], [p + "q"],
+                         axis=2, block_size=n_in),
+        # product 1: taps 0 .. stride-1, the first t_out blocks
+        helper.make_node("Mul", [p + "t_out", p + "stride"], [p + "t_main"]),
+        helper.make_node("Slice", [p + "q", i64("zero_start_q", [0]), p + "t_main", shared["time"]], [p + "q_main"]),
+        helper.make_node("Reshape", [p + "q_main", i64("block_shape", [0, -1, stride * n_in])], [p + "q_blocks"]),
+        helper.make_node("Slice", [p + "scale", i64("zero_start_s", [0]), p + "t_out", shared["time"]],
+                         [p + "scale_1"]),
+        helper.make_node("Slice", [p + "shift", i64("zero_start_h", [0]), p + "t_out", shared["time"]],
+                         [p + "shift_1"]),
+        helper.make_node("MatMulInteger", [p + "q_blocks", constant(p + "w1_int8", w1)], [p + "acc_1"]),
+        helper.make_node("Cast", [p + "acc_1"], [p + "acc_1f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [p + "scale_1", constant(p + "w1_scale", w1_scale)], [p + "out_scale_1"]),
+        helper.make_node("Mul", [p + "acc_1f", p + "out_scale_1"], [p + "product_1"]),
+    ]
+    terms, shifts, sums = [p + "product_1"], [p + "shift_1"], [sums1]
+    if extra:
+        w2, w2_scale, sums2 = _int8_weights(weight[:, :, stride:], weight_levels)
+        heads = []
+        for j in range(extra):  # frame stride * (t + 1) + j of every output frame t
+            nodes += [
+                helper.make_node("Add", [p + "span0", i64(f"head_end_offset{j}", [stride + j + 1])], [p + f"head_end{j}"]),
+                helper.make_node("Slice", [p + "q", i64(f"head_start{j}", [stride + j]), p + f"head_end{j}",
+                                           shared["time"], p + "stride"], [p + f"q_head{j}"]),
+            ]
+            heads.append(p + f"q_head{j}")
+        if extra > 1:
+            nodes.append(helper.make_node("Concat", heads, [p + "q_heads"], axis=2))
+        nodes += [
+            helper.make_node("Add", [p + "t_out", i64("one_more", [1])], [p + "t_out_1"]),
+            helper.make_node("Slice", [p + "scale", i64("one_start_s", [1]), p + "t_out_1", shared["time"]],
+                             [p + "scale_2"]),
+            helper.make_node("Slice", [p + "shift", i64("one_start_h", [1]), p + "t_out_1", shared["time"]],
+                             [p + "shift_2"]),
+            helper.make_node("MatMulInteger", [p + "q_heads" if extra > 1 else heads[0],
+                                               constant(p + "w2_int8", w2)], [p + "acc_2"]),
+            helper.make_node("Cast", [p + "acc_2"], [p + "acc_2f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [p + "scale_2", constant(p + "w2_scale", w2_scale)], [p + "out_scale_2"]),
+            helper.make_node("Mul", [p + "acc_2f", p + "out_scale_2"], [p + "product_2"]),
+        ]
+        terms.append(p + "product_2")
+        shifts.append(p + "shift_2")
+        sums.append(sums2)
+    # the zero points' shares of both products, one small matrix product: (batch, t, 1 or 2) @ (1 or 2, out)
+    nodes += [
+        helper.make_node("Concat", shifts, [p + "shifts"], axis=2) if len(shifts) > 1 else
+        helper.make_node("Identity", shifts, [p + "shifts"]),
+        helper.make_node("MatMul", [p + "shifts", constant(p + "column_sums", -np.stack(sums))], [p + "offset"]),
+        helper.make_node("Sum", [*terms, p + "offset", *([bias] if bias else [])], [p + "out"]),
+        helper.make_node("Transpose", [p + "out"], [y], perm=[0, 2, 1]),
+    ]
+    return nodes
+
+
+def _im2col_nodes(p, x, y, weight, stride, bias, shared, constant, weight_levels):
+    """Any other convolution: the frames each output frame reads laid out as one row (im2col), one scale per row."""
+    from onnx import TensorProto, helper
+
+    n_out, n_in, kernel = weight.shape
+    w_int8, w_scale, column_sums = _int8_weights(weight, weight_levels)
+    nodes = [
+        helper.make_node("Transpose", [x], [p + "xt"], perm=[0, 2, 1]),
+        helper.make_node("ReduceMin", [p + "xt", shared["last"]], [p + "frame_min"], keepdims=1),
+        helper.make_node("ReduceMax", [p + "xt", shared["last"]], [p + "frame_max"], keepdims=1),
+        *_time_arithmetic(p, p + "xt", kernel, stride, constant),
+    ]
+    slices, mins, maxs = [], [], []
+    for j in range(kernel):  # tap j of every output frame: input frames j, j + stride, ...
+        start, end = constant(f"{p}start{j}", np.array([j], "int64")), f"{p}end{j}"
+        nodes.append(helper.make_node(
+            "Add", [p + "span0", constant(f"{p}end_offset{j}", np.array([j + 1], "int64"))], [end]))
+        for source, target in ((p + "xt", slices), (p + "frame_min", mins), (p + "frame_max", maxs)):
+            target.append(f"{source}_slice{j}")
+            nodes.append(helper.make_node("Slice", [source, start, end, shared["time"], p + "stride"], [target[-1]]))
+    nodes += [
+        helper.make_node("Concat", slices, [p + "cols"], axis=2),
+        helper.make_node("Min", mins, [p + "row_min"]),
+        helper.make_node("Max", maxs, [p + "row_max"]),
+        *_range_nodes(p, p + "row_min", p + "row_max", shared),
+        helper.make_node("QuantizeLinear", [p + "cols", p + "scale", p + "zero_point"], [p + "q"],
+                         axis=2, block_size=kernel * n_in),
+        helper.make_node("MatMulInteger", [p + "q", constant(p + "w_int8", w_int8)], [p + "acc"]),
+        helper.make_node("Cast", [p + "acc"], [p + "acc_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [p + "scale", constant(p + "w_scale", w_scale)], [p + "out_scale"]),
+        helper.make_node("Mul", [p + "acc_f", p + "out_scale"], [p + "product"]),
+        helper.make_node("Mul", [p + "shift", constant(p + "column_sums", -column_sums)], [p + "offset"]),
+        helper.make_node("Sum", [p + "product", p + "offset", *([bias] if bias else [])], [p + "out"]),
+        helper.make_node("Transpose", [p + "out"], [y], perm=[0, 2, 1]),
+    ]
+    return nodes
 
 
 def _consumers(graph):
@@ -402,7 +518,10 @@ def quantize_int8(fp32_path, int8_path):
         instance_norm_as_layer_norm(model)
         drop_softmax_nan_guards(model)
         onnx.checker.check_model(model)
+    # the rewrite's own small float products (zero-point offsets) stay float
+    own = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name.startswith("pfq")]
     with tempfile.TemporaryDirectory() as folder:
         staged = os.path.join(folder, "convolutions.onnx")
         onnx.save(model, staged)
-        quantize_dynamic(staged, int8_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(staged, int8_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                         nodes_to_exclude=own)

@@ -101,6 +101,29 @@ def test_one_scale_per_tensor_loses_the_quiet_frames():
     assert _frame_errors(reference, per_tensor)[:, quiet].max() > 0.5
 
 
+@pytest.mark.parametrize("kernel, stride", [(3, 2), (2, 2), (4, 2), (5, 1), (3, 3), (2, 3)])
+def test_every_kernel_and_stride(kernel, stride):
+    """Blocks of ``stride`` frames where stride <= kernel <= 2 * stride, one row per output frame otherwise."""
+    w = RNG.standard_normal((8, 6, kernel)).astype("float32")
+    b = RNG.standard_normal(8).astype("float32")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[stride])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 6, "t"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8, "f"])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    for length in (kernel, kernel + 1, 23, 24):  # every remainder of the blocks, the shortest input
+        x = (RNG.standard_normal((2, 6, length)) * np.geomspace(1e-3, 1, length)).astype("float32")
+        (reference,) = _run(model, {"x": x})
+        quantized_model = onnx.ModelProto()
+        quantized_model.CopyFrom(model)
+        assert quantize_convolutions_per_frame(quantized_model) == 1
+        (quantized,) = _run(quantized_model, {"x": x})
+        assert quantized.shape == reference.shape
+        errors = np.abs(quantized - reference).max(axis=1) / np.abs(reference).max(axis=1)
+        assert errors.max() < 0.1, (length, errors.max())
+
+
 def test_ineligible_convolutions_are_left_alone():
     w = RNG.standard_normal((8, 4, 3)).astype("float32")
     nodes = [helper.make_node("Conv", ["x", "w"], ["padded"], pads=[1, 1]),
@@ -135,7 +158,9 @@ def test_quantize_int8_writes_a_graph_with_integer_products(tmp_path):
     quantize_int8(str(tmp_path / "model.onnx"), str(tmp_path / "model.int8.onnx"))
     int8 = onnx.load(tmp_path / "model.int8.onnx")
     ops = [n.op_type for n in int8.graph.node]
-    assert ops.count("MatMulInteger") == 2 and ops.count("Conv") == 1 and ops.count("Gelu") == 3
+    # k3 s2: two products (taps 0-1, tap 2); k2 s2: one; the zero-point offsets stay float
+    assert ops.count("MatMulInteger") == 3 and ops.count("MatMul") == 2
+    assert ops.count("Conv") == 1 and ops.count("Gelu") == 3
     wav = _loud_and_quiet()
     (reference,), (quantized,) = _run(model, {"wav": wav}), _run(int8, {"wav": wav})
     assert _frame_errors(reference, quantized).max() < 0.1
