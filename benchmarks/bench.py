@@ -500,13 +500,13 @@ def onnx_top_ops(model, one_file, threads, calls=3):
     """
     import onnxruntime
 
+    from mtlser_lobes.inference.onnx_runtime import inference_session
+
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "onnx_profile")
     own_session = model.session
-    model.session = onnxruntime.InferenceSession(model.graph_path, sess_options=options,
-                                                 providers=["CPUExecutionProvider"])
+    model.session = inference_session(model.graph_path, threads, options=options)
     try:
         for _ in range(calls):
             model.predict_file(one_file)

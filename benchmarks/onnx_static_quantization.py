@@ -89,12 +89,10 @@ def dynamic_int8(fp32_path, out_path):
 
 
 def ort_session(path, wav, threads):
-    """An ONNX Runtime session of one graph on ``threads`` threads, and its feed for one utterance."""
-    import onnxruntime
+    """An ONNX Runtime session of one graph on ``threads`` threads (as ``OnnxMTLSER`` runs it), and its feed."""
+    from mtlser_lobes.inference.onnx_runtime import inference_session
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = inference_session(path, threads)
     return session, {"wav": wav[None], "wav_lens": np.ones(1, "float32")}
 
 

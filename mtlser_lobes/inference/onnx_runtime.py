@@ -30,11 +30,33 @@ from mtlser_lobes.data.audio import DECODE_ERRORS, AudioError, read_audio_file, 
 from mtlser_lobes.precision import int8_note
 from mtlser_lobes.inference.predictions import Prediction, answer_files, automatic_segment_s, predict_windows
 
-__all__ = ["OnnxMTLSER", "ctc_greedy_text"]
+__all__ = ["OnnxMTLSER", "ctc_greedy_text", "inference_session"]
 
 logger = logging.getLogger(__name__)
 
 UNKNOWN_SPEAKER = "unknown"
+
+
+#: ONNX Runtime graph optimisations left out: its fused SkipLayerNormalization kernel is slower here
+#: than the Add and LayerNormalization it replaces (wav2vec2-base on 2 cores: 7 % of the int8 graph's
+#: time, 1.5 % of the fp32 graph's; benchmarks/README.md).
+DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+
+
+def inference_session(graph, threads=None, providers=None, options=None):
+    """An ``onnxruntime.InferenceSession`` of ``graph`` as :class:`OnnxMTLSER` runs it.
+
+    ``threads``: intra-op threads (one inter-op thread); ``options``: a ``SessionOptions`` to start
+    from (e.g. with profiling on).
+    """
+    import onnxruntime
+
+    options = options or onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(graph, sess_options=options, providers=providers or ["CPUExecutionProvider"],
+                                        disabled_optimizers=DISABLED_OPTIMIZERS)
 
 
 def ctc_greedy_text(log_probs, tokens, blank_index=0):
@@ -75,8 +97,6 @@ class OnnxMTLSER:
     """
 
     def __init__(self, folder, quantized=False, threads=None, providers=None):
-        import onnxruntime
-
         if not os.path.isfile(os.path.join(folder, ONNX_CONFIG)) and os.path.isdir(os.path.join(folder, ONNX_FOLDER)):
             folder = os.path.join(folder, ONNX_FOLDER)
         config_path = os.path.join(folder, ONNX_CONFIG)
@@ -91,14 +111,8 @@ class OnnxMTLSER:
             raise FileNotFoundError(f"{graph} is missing" + (" (exported without quantize)" if quantized else ""))
         if quantized:
             logger.info(int8_note())
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
         self.graph_path = graph  # the ONNX file this session runs
-        self.session = onnxruntime.InferenceSession(
-            graph, sess_options=options, providers=providers or ["CPUExecutionProvider"]
-        )
+        self.session = inference_session(graph, threads, providers)
         config = self.config
         self.sample_rate = int(config["sample_rate"])
         self.emotion_classes = list(config["emotion_classes"])
