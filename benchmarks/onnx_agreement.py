@@ -9,7 +9,7 @@ mean change of a class probability, and the character edit rate between the tran
 Usage (from the repository root)::
 
     python benchmarks/onnx_agreement.py recipes/IEMOCAP/MTLSER/results/MTLSER/loso_test5/alpha0.1_beta0.1/1986 \\
-        --json benchmarks/onnx_agreement.json
+        --json benchmarks/onnx_agreement_amx.json
 """
 
 import argparse

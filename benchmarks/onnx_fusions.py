@@ -12,7 +12,7 @@ largest output difference from the plain fp32 graph, and which operators were fu
 
 Usage (from the repository root)::
 
-    python benchmarks/onnx_fusions.py --json benchmarks/onnx_fusions.json
+    python benchmarks/onnx_fusions.py --json benchmarks/onnx_fusions_amx.json
 """
 
 import argparse

@@ -26,7 +26,7 @@ Usage (from the repository root)::
 
     python benchmarks/onnx_static_quantization.py \\
         --experiment recipes/IEMOCAP/MTLSER/results/MTLSER/loso_test5/alpha0.1_beta0.1/1986 \\
-        --json benchmarks/onnx_static_quantization.json
+        --json benchmarks/onnx_static_quantization_amx.json
 """
 
 import argparse
