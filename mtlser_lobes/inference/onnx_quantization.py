@@ -3,12 +3,11 @@
 :func:`quantize_int8` turns the fp32 graph of :mod:`~mtlser_lobes.inference.onnx_export` into
 ``model.int8.onnx``:
 
-1. every convolution of the feature encoder but the first (the one on the waveform) becomes an
-   integer matrix product whose activations are quantised **per output frame** at run time
-   (:func:`quantize_convolutions_per_frame`): the input frames each output frame reads are laid
-   out as one row (im2col), each row gets its own scale and zero point from its minimum and
-   maximum, the weights are int8 per output channel, and ``MatMulInteger`` multiplies them (the
-   VNNI or AMX kernels where the CPU has them);
+1. every convolution of the feature encoder but the first (the one on the waveform) becomes
+   integer matrix products whose activations are quantised **per block of frames** at run time
+   (:func:`quantize_convolutions_per_frame`): each block of ``stride`` input frames gets its own
+   scale and zero point from its minimum and maximum, the weights are int8 per output channel, and
+   ``MatMulInteger`` multiplies them (the VNNI or AMX kernels where the CPU has them);
 2. element-wise work on the feature encoder's long activations shrinks: the exporter's exact GELUs
    become single ``Gelu`` nodes, the transposes the rewrite leaves around them cancel, and the group
    normalisation runs as a layer normalisation over time (:func:`fuse_gelu`,
@@ -17,11 +16,11 @@
 3. ONNX Runtime's dynamic quantisation turns the remaining matrix products (the transformer's
    linear layers, the heads) into ``DynamicQuantizeMatMul``.
 
-Why per frame: the layer normalisation after the feature encoder scales every frame to unit
+Why per block of frames: the layer normalisation after the feature encoder scales every frame to unit
 variance, so a quiet frame's small activations matter as much as a loud frame's. One scale for the
 whole tensor (ONNX Runtime's static ``QLinearConv`` with calibrated ranges, or its dynamic
 ``ConvInteger``) rounds quiet frames to a few levels; on the demo model that changed a fifth of the
-emotion labels (``benchmarks/onnx_static_quantization.py``), and a scale per frame keeps them.
+emotion labels (``benchmarks/onnx_static_quantization.py``), and a scale per block of frames keeps them.
 
 Activations take 128 levels (0-127), not 256: x86 CPUs without VNNI multiply uint8 by int8 with
 ``VPMADDUBSW``, whose 16-bit sums of two products saturate above 32,767; 127 * 127 * 2 stays
@@ -66,15 +65,22 @@ def _convertible(node, initializers):
 def quantize_convolutions_per_frame(model, activation_levels=127, weight_levels=127):
     """Rewrite the eligible ``Conv`` nodes of ``model`` (an ``onnx.ModelProto``) as int8 matrix products.
 
-    Each ``Conv(x: (batch, channels, time), w: (out, channels, kernel), stride)`` becomes:
-    ``x`` transposed to (batch, time, channels); ``kernel`` strided slices concatenated into rows
-    (batch, frames, kernel * channels); per row, from the minimum and maximum of the input frames
-    it covers, ``lo = min(row, 0)``, ``scale = (max(row, 0) - lo) / activation_levels`` and
-    ``zero_point = round(-lo / scale)``; ``q = QuantizeLinear(row, scale, zero_point)`` (uint8,
-    one scale per row through ``block_size``, opset 21); ``MatMulInteger(q, w_int8)``; then
-    ``(acc - zero_point * sum(w_int8)) * scale * w_scale + bias``, transposed back. Exact up to the
-    rounding of ``q`` and of the weights. The model's default opset is raised to 21. Returns the
-    number of convolutions rewritten.
+    Each ``Conv(x: (batch, channels, time), w: (out, channels, kernel), stride)`` becomes, with
+    ``x`` transposed to (batch, time, channels) and rows quantised to uint8 as
+    ``q = QuantizeLinear(row, scale, zero_point)`` (one scale per row through ``block_size``,
+    opset 21), where ``lo = min(row, 0)``, ``scale = (max(row, 0) - lo) / activation_levels`` and
+    ``zero_point = round(-lo / scale)``:
+
+    - with ``stride <= kernel <= 2 * stride`` (wav2vec 2.0's feature encoder): one scale per block
+      of ``stride`` input frames; ``x`` is quantised once, and ``MatMulInteger`` multiplies uint8
+      views of it, blocks ``0 .. t_out-1`` by the weights of taps ``0 .. stride-1`` and the first
+      ``kernel - stride`` frames of blocks ``1 .. t_out`` by the others (:func:`_blocked_nodes`);
+    - otherwise the frames each output frame reads, laid out as one row (im2col), one scale per
+      row (:func:`_im2col_nodes`);
+
+    then ``(acc - zero_point * sum(w_int8)) * scale * w_scale`` summed over the products, plus the
+    bias, transposed back. Exact up to the rounding of ``q`` and of the weights. The model's default
+    opset is raised to 21. Returns the number of convolutions rewritten.
 
     Example
     -------
