@@ -183,6 +183,17 @@ def _range_nodes(p, lo_in, hi_in, shared):
     ]
 
 
+def _frame_nodes(p, x, shared):
+    """``x`` (batch, channels, time) as ``p + "xt"`` (batch, time, channels), and each frame's minimum and maximum."""
+    from onnx import helper
+
+    return [
+        helper.make_node("Transpose", [x], [p + "xt"], perm=[0, 2, 1]),
+        helper.make_node("ReduceMin", [p + "xt", shared["last"]], [p + "frame_min"], keepdims=1),
+        helper.make_node("ReduceMax", [p + "xt", shared["last"]], [p + "frame_max"], keepdims=1),
+    ]
+
+
 def _time_arithmetic(p, xt, kernel, stride, constant):
     """Nodes giving ``p + "t_in"``, ``p + "t_out"`` and ``p + "span0"`` = stride * (t_out - 1), as int64 [1]."""
     from onnx import helper
@@ -212,9 +223,7 @@ def _blocked_nodes(p, x, y, weight, stride, bias, shared, constant, weight_level
     w1, w1_scale, sums1 = _int8_weights(weight[:, :, :stride], weight_levels)
     i64 = lambda name, values: constant(p + name, np.array(values, "int64"))  # noqa: E731
     nodes = [
-        helper.make_node("Transpose", [x], [p + "xt"], perm=[0, 2, 1]),
-        helper.make_node("ReduceMin", [p + "xt", shared["last"]], [p + "frame_min"], keepdims=1),
-        helper.make_node("ReduceMax", [p + "xt", shared["last"]], [p + "frame_max"], keepdims=1),
+        *_frame_nodes(p, x, shared),
         *_time_arithmetic(p, p + "xt", kernel, stride, constant),
         # blocks: ceil(t_in / stride); the stats of a last, partial block repeat its last frame's
         helper.make_node("Add", [p + "t_in", i64("stride_less_one", [stride - 1])], [p + "t_up"]),
@@ -302,12 +311,7 @@ def _im2col_nodes(p, x, y, weight, stride, bias, shared, constant, weight_levels
 
     n_out, n_in, kernel = weight.shape
     w_int8, w_scale, column_sums = _int8_weights(weight, weight_levels)
-    nodes = [
-        helper.make_node("Transpose", [x], [p + "xt"], perm=[0, 2, 1]),
-        helper.make_node("ReduceMin", [p + "xt", shared["last"]], [p + "frame_min"], keepdims=1),
-        helper.make_node("ReduceMax", [p + "xt", shared["last"]], [p + "frame_max"], keepdims=1),
-        *_time_arithmetic(p, p + "xt", kernel, stride, constant),
-    ]
+    nodes = [*_frame_nodes(p, x, shared), *_time_arithmetic(p, p + "xt", kernel, stride, constant)]
     slices, mins, maxs = [], [], []
     for j in range(kernel):  # tap j of every output frame: input frames j, j + stride, ...
         start, end = constant(f"{p}start{j}", np.array([j], "int64")), f"{p}end{j}"
