@@ -5,10 +5,11 @@ The shipped graphs (``model.onnx``, ``model.int8.onnx``) rely on ONNX Runtime's 
 optimisations. ``onnxruntime.transformers.optimizer`` fuses further (attention, GELU with its bias,
 layer normalisation). This script exports wav2vec2-base with random weights (timing does not depend
 on them), fuses the fp32 graph with the BERT-style patterns (12 heads, width 768), quantises the
-fused and the plain graph dynamically (matrix products; the convolutions stay fp32), and reports for the four graphs the real-time
-factor on one 3 s utterance (median of ``--repeats`` after a warm-up, ``--threads`` threads; the
-lower of two rounds over the four graphs, so that no graph pays for the export's memory alone), the
-largest output difference from the plain fp32 graph, and which operators were fused.
+fused and the plain graph dynamically (matrix products; the convolutions stay fp32), and reports
+for the four graphs the real-time factor on one 3 s utterance (median of ``--repeats`` after a
+warm-up, ``--threads`` threads; the lower of two rounds over the four graphs, so that no graph pays
+for the export's memory alone), the largest output difference from the plain fp32 graph, and which
+operators were fused.
 
 Usage (from the repository root)::
 
@@ -34,7 +35,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from onnxruntime.transformers import optimizer
 
-    from onnx_static_quantization import dynamic_int8, export_base, ort_session, session_rtf
+    from onnx_static_quantization import export_base, ort_session, session_rtf
+    from mtlser_lobes.inference.onnx_quantization import quantize_matrix_products
     from mtlser_lobes.precision import cpu_features
 
     results = {"cpu": cpu_features(), "threads": args.threads, "repeats": args.repeats}
@@ -46,8 +48,8 @@ def main(argv=None):
         results["fused_operators"] = {k: v for k, v in fused_model.get_fused_operator_statistics().items() if v}
         fused = os.path.join(onnx_folder, "model.fused.onnx")
         fused_model.save_model_to_file(fused)
-        dynamic_int8(plain, os.path.join(onnx_folder, "model.dynamic.onnx"))
-        dynamic_int8(fused, os.path.join(onnx_folder, "model.fused.dynamic.onnx"))
+        quantize_matrix_products(plain, os.path.join(onnx_folder, "model.dynamic.onnx"))
+        quantize_matrix_products(fused, os.path.join(onnx_folder, "model.fused.dynamic.onnx"))
         wav = (0.1 * np.random.default_rng(0).standard_normal(48000)).astype("float32")
         graphs = {"fp32": "model.onnx", "fp32_fused": "model.fused.onnx",
                   "dynamic_int8": "model.dynamic.onnx", "dynamic_int8_fused": "model.fused.dynamic.onnx"}

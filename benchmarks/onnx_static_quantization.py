@@ -58,8 +58,10 @@ def static_conv_int8(fp32_path, out_path, calibration_wavs, folder, static_convs
     2.0, and the last is the positional convolution); the others stay fp32.
     """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mtlser_lobes.inference.onnx_quantization import quantize_matrix_products
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -78,14 +80,7 @@ def static_conv_int8(fp32_path, out_path, calibration_wavs, folder, static_convs
                     per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=[name for name in conv_nodes if name not in static])
-    quantize_dynamic(convs, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-
-
-def dynamic_int8(fp32_path, out_path):
-    """fp32 graph -> matrix products dynamic int8 (ONNX Runtime's tool), convolutions fp32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(fp32_path, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_matrix_products(convs, out_path)
 
 
 def ort_session(path, wav, threads):
@@ -131,8 +126,11 @@ def export_base(folder):
 
 def speed(folder, repeats, threads):
     """fp32 / dynamic / static-conv graphs of wav2vec2-base with random weights."""
+    from mtlser_lobes.inference.onnx_quantization import quantize_matrix_products
+
     onnx_folder = export_base(folder)
-    dynamic_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.dynamic.onnx"))
+    quantize_matrix_products(os.path.join(onnx_folder, "model.onnx"),
+                             os.path.join(onnx_folder, "model.dynamic.onnx"))
     rng = np.random.default_rng(0)
     calibration = [(0.1 * rng.standard_normal(int(16000 * s))).astype("float32") for s in rng.uniform(2, 5, 8)]
     static_conv_int8(os.path.join(onnx_folder, "model.onnx"), os.path.join(onnx_folder, "model.static.onnx"),
@@ -156,6 +154,7 @@ def answers(experiment, folder, calibration_turns, per_conv=False):
     from mtlser_lobes.inference.export import _load_training_hparams
     from mtlser_lobes.helpers import prepared_rows
     from mtlser_lobes.inference.interface import MTLSER
+    from mtlser_lobes.inference.onnx_quantization import quantize_matrix_products
     from mtlser_lobes.inference.onnx_runtime import OnnxMTLSER
     from mtlser_lobes.precision import REFERENCE_RUN_OPTS
 
@@ -168,7 +167,8 @@ def answers(experiment, folder, calibration_turns, per_conv=False):
     calibration = [reader.load_audio(train[i]) for i in chosen]
     graphs = {"dynamic_int8": os.path.join(folder, "dynamic_int8"), "per_frame_conv_int8": shipped}
     shutil.copytree(shipped, graphs["dynamic_int8"])
-    dynamic_int8(os.path.join(shipped, "model.onnx"), os.path.join(graphs["dynamic_int8"], "model.int8.onnx"))
+    quantize_matrix_products(os.path.join(shipped, "model.onnx"),
+                             os.path.join(graphs["dynamic_int8"], "model.int8.onnx"))
     variants = {"static_conv_dynamic_int8": None, "static_conv_but_first_dynamic_int8": slice(1, None)}
     if per_conv:
         variants.update({f"only_conv{k}": [k] for k in range(len(conv_names(os.path.join(shipped, "model.onnx"))))})

@@ -30,7 +30,7 @@ below it, so the graph gives the same answers on every CPU.
 import numpy as np
 
 __all__ = ["cancel_transposes", "drop_softmax_nan_guards", "fuse_gelu", "instance_norm_as_layer_norm",
-           "quantize_convolutions_per_frame", "quantize_int8"]
+           "quantize_convolutions_per_frame", "quantize_int8", "quantize_matrix_products"]
 
 
 def _attribute(node, name, default):
@@ -142,8 +142,7 @@ def quantize_convolutions_per_frame(model, activation_levels=127, weight_levels=
             new.name = new.output[0]
         new_nodes += nodes
         rewritten += 1
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    _set_nodes(graph, new_nodes)
     if not rewritten:
         return 0
     graph.initializer.extend(new_initializers)
@@ -272,7 +271,8 @@ def _blocked_nodes(p, x, y, weight, stride, bias, shared, constant, weight_level
         heads = []
         for j in range(extra):  # frame stride * (t + 1) + j of every output frame t
             nodes += [
-                helper.make_node("Add", [p + "span0", i64(f"head_end_offset{j}", [stride + j + 1])], [p + f"head_end{j}"]),
+                helper.make_node("Add", [p + "span0", i64(f"head_end_offset{j}", [stride + j + 1])],
+                                 [p + f"head_end{j}"]),
                 helper.make_node("Slice", [p + "q", i64(f"head_start{j}", [stride + j]), p + f"head_end{j}",
                                            shared["time"], p + "stride"], [p + f"q_head{j}"]),
             ]
@@ -338,6 +338,15 @@ def _im2col_nodes(p, x, y, weight, stride, bias, shared, constant, weight_levels
     return nodes
 
 
+def _producers(graph):
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _set_nodes(graph, nodes):
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def _consumers(graph):
     consumers = {}
     for node in graph.node:
@@ -365,7 +374,7 @@ def fuse_gelu(model):
     for node in graph.node:  # the exporter writes some scalars as Constant nodes
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             initializers[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    consumers, producers = _consumers(graph), {out: node for node in graph.node for out in node.output}
+    consumers, producers = _consumers(graph), _producers(graph)
     graph_outputs = {output.name for output in graph.output}
 
     def only_consumer(name, op_type):
@@ -382,7 +391,8 @@ def fuse_gelu(model):
         if erf.op_type != "Erf":
             continue
         div = producers.get(erf.input[0])
-        if div is None or div.op_type != "Div" or abs((_constant_value(div.input[1], initializers) or 0) - 2**0.5) > 1e-4:
+        divisor = None if div is None else _constant_value(div.input[1], initializers)
+        if div is None or div.op_type != "Div" or divisor is None or abs(divisor - 2**0.5) > 1e-4:
             continue
         x = div.input[0]
         add = only_consumer(erf.output[0], "Add")
@@ -397,15 +407,14 @@ def fuse_gelu(model):
         removed.update(id(n) for n in chain)
         replacements[id(product)] = helper.make_node("Gelu", [x], [product.output[0]], name=product.output[0] + "_gelu")
     nodes = [replacements.get(id(n), n) for n in graph.node if id(n) not in removed or id(n) in replacements]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _set_nodes(graph, nodes)
     return len(replacements)
 
 
 def cancel_transposes(model):
     """``Transpose(p) -> Gelu -> Transpose(p)`` with ``p`` its own inverse becomes ``Gelu``. Returns how many."""
     graph = model.graph
-    consumers, producers = _consumers(graph), {out: node for node in graph.node for out in node.output}
+    consumers, producers = _consumers(graph), _producers(graph)
     graph_outputs = {output.name for output in graph.output}
     removed, cancelled, stale = set(), 0, set()
     for gelu in graph.node:
@@ -424,8 +433,7 @@ def cancel_transposes(model):
         gelu.input[0], gelu.output[0] = first.input[0], second.output[0]
         cancelled += 1
     nodes = [n for n in graph.node if id(n) not in removed]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _set_nodes(graph, nodes)
     kept = [info for info in graph.value_info if info.name not in stale]  # their layout changed
     del graph.value_info[:]
     graph.value_info.extend(kept)
@@ -470,8 +478,7 @@ def instance_norm_as_layer_norm(model):
             nodes += [helper.make_node("Mul", [normalised, p + "scale"], [p + "scaled"], name=p + "scaled"),
                       helper.make_node("Add", [p + "scaled", p + "bias"], [node.output[0]], name=p + "shifted")]
         replaced += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _set_nodes(graph, nodes)
     return replaced
 
 
@@ -490,7 +497,7 @@ def drop_softmax_nan_guards(model):
     initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     if any(np.isneginf(value).any() for value in initializers.values() if value.dtype.kind == "f"):
         return 0
-    consumers, producers = _consumers(graph), {out: node for node in graph.node for out in node.output}
+    consumers, producers = _consumers(graph), _producers(graph)
     graph_outputs = {output.name for output in graph.output}
     removed, rewired = set(), {}
     for where in graph.node:
@@ -508,9 +515,16 @@ def drop_softmax_nan_guards(model):
         for i, name in enumerate(node.input):
             if name in rewired:
                 node.input[i] = rewired[name]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _set_nodes(graph, nodes)
     return len(rewired)
+
+
+def quantize_matrix_products(fp32_path, int8_path, nodes_to_exclude=()):
+    """ONNX Runtime's dynamic quantisation of a graph's matrix products (``MatMul``, ``Gemm``; int8 weights)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                     nodes_to_exclude=list(nodes_to_exclude))
 
 
 def quantize_int8(fp32_path, int8_path):
@@ -519,7 +533,6 @@ def quantize_int8(fp32_path, int8_path):
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(fp32_path)
     if quantize_convolutions_per_frame(model):
@@ -533,5 +546,4 @@ def quantize_int8(fp32_path, int8_path):
     with tempfile.TemporaryDirectory() as folder:
         staged = os.path.join(folder, "convolutions.onnx")
         onnx.save(model, staged)
-        quantize_dynamic(staged, int8_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                         nodes_to_exclude=own)
+        quantize_matrix_products(staged, int8_path, nodes_to_exclude=own)
