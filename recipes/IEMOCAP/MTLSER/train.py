@@ -1,20 +1,15 @@
 #!/usr/bin/env python3
 """Recipe for multi-task speech emotion recognition (MTLSER) on IEMOCAP.
 
-One wav2vec 2.0 encoder feeds three heads: 4-class emotion (primary), CTC
-character ASR and speaker classification, trained with
-``L = L_emotion + alpha * L_ctc + beta * L_speaker``. A zero weight switches
-its head off: it is neither run nor given an optimizer.
-
-On IEMOCAP (leave-one-session-out, test on session 5; without --data_folder,
-the synthetic demo corpus of the README)::
+One wav2vec 2.0 encoder feeds a 4-class emotion head (primary), a CTC character head and a speaker
+head, trained with ``L = L_emotion + alpha * L_ctc + beta * L_speaker``; a zero weight switches its
+head off (neither run nor optimised). Without --data_folder the synthetic demo corpus is used::
 
     python train.py hparams/mtl.yaml --data_folder /path/to/IEMOCAP_full_release --alpha 0.1 --beta 0.1
 
-Re-running a command resumes it; a different run refuses the folder
-(``recipe_options.py`` checks every option before anything is written). The
-checkpoint of best validation UA is tested and exported to
-``<output_folder>/model`` for ``mtlser-infer``. See ``docs/training.md``.
+Re-running a command resumes it; a different run refuses the folder (``recipe_options.py``). The
+checkpoint of best validation UA is tested and exported to ``<output_folder>/model``
+(``docs/training.md``).
 
 Authors
  * MTLSER developers
@@ -64,15 +59,8 @@ class MTLBrain(sb.Brain):
     #: An EpochTensorboardLogger when ``use_tensorboard`` is on (set by ``main``).
     tensorboard_logger = None
 
-    @property
-    def use_ctc(self):
-        """Whether the CTC head is trained and run."""
-        return self.hparams.alpha > 0
-
-    @property
-    def use_speaker(self):
-        """Whether the speaker head is trained and run."""
-        return self.hparams.beta > 0
+    use_ctc = property(lambda self: self.hparams.alpha > 0, doc="Whether the CTC head is trained and run.")
+    use_speaker = property(lambda self: self.hparams.beta > 0, doc="Whether the speaker head is trained and run.")
 
     @property
     def active_heads(self):
@@ -162,15 +150,12 @@ class MTLBrain(sb.Brain):
 
     def _stage_stats(self, stage, stage_loss):
         """Loss, each loss term and, outside training, every metric of the stage."""
-        stats = {"loss": stage_loss}
-        stats.update({f"loss_{name}": value for name, value in self.loss_terms.summarize().items()})
-        if stage == sb.Stage.TRAIN:
-            if self.nonfinite_count:
-                stats["nonfinite_batches_skipped"] = self.nonfinite_count
-            stats.update(self._learned_weights())
-            return stats
-        stats.update(self.metrics.summarize())
-        return stats
+        stats = {"loss": stage_loss, **{f"loss_{name}": value for name, value in self.loss_terms.summarize().items()}}
+        if stage != sb.Stage.TRAIN:
+            return {**stats, **self.metrics.summarize()}
+        if self.nonfinite_count:
+            stats["nonfinite_batches_skipped"] = self.nonfinite_count
+        return {**stats, **self._learned_weights()}
 
     def _learned_weights(self):
         """The weights learned this epoch: task weights (uncertainty) and each head's layer weights."""
@@ -190,10 +175,8 @@ class MTLBrain(sb.Brain):
             self.train_stats = stats
             return
         if self.use_speaker and "speaker_acc" not in stats:
-            logger.info(
-                f"{stage.name.lower()} speakers are all unseen in training: speaker accuracy "
-                "is not defined for them (leave-one-session-out), so none is reported"
-            )
+            logger.info(f"{stage.name.lower()} speakers are all unseen in training (leave-one-session-out): "
+                        "speaker accuracy is not defined for them, so none is reported")
         if stage == sb.Stage.VALID:
             old_lr, new_lr = self.hparams.lr_annealing(stats["loss_emotion"])
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
@@ -203,16 +186,11 @@ class MTLBrain(sb.Brain):
                 sb.nnet.schedulers.update_learning_rate(self.wav2vec2_optimizer, new_lr_enc)
                 epoch_stats["lr_wav2vec2"] = old_lr_enc
             self._log_stats(epoch, stats_meta=epoch_stats, train_stats=self.train_stats, valid_stats=stats)
-            self.checkpointer.save_and_keep_only(
-                meta={"UA": stats["UA"], "WA": stats["WA"]}, max_keys=["UA"],
-                num_to_keep=max(1, self.hparams.average_checkpoints),
-            )
+            self.checkpointer.save_and_keep_only(meta={"UA": stats["UA"], "WA": stats["WA"]}, max_keys=["UA"],
+                                                 num_to_keep=max(1, self.hparams.average_checkpoints))
         elif stage == sb.Stage.TEST:
-            self._log_stats(
-                self.hparams.epoch_counter.current,
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-                test_stats=stats,
-            )
+            loaded = self.hparams.epoch_counter.current
+            self._log_stats(loaded, stats_meta={"Epoch loaded": loaded}, test_stats=stats)
             if if_main_process():
                 self._write_test_results(stats)
 
@@ -236,10 +214,8 @@ class MTLBrain(sb.Brain):
         """Loads the best checkpoint, or the average of the ``average_checkpoints`` best."""
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
         if self.hparams.average_checkpoints > 1 and self.checkpointer is not None and max_key:
-            average_best_checkpoints(
-                self.checkpointer, {name: self.modules[name] for name in MODEL_PARTS},
-                max_key, self.hparams.average_checkpoints,
-            )
+            average_best_checkpoints(self.checkpointer, {name: self.modules[name] for name in MODEL_PARTS},
+                                     max_key, self.hparams.average_checkpoints)
 
     def init_optimizers(self):
         """One optimizer for the encoder (unless frozen), one for the active heads."""
@@ -286,12 +262,8 @@ def main(argv):
     run_on_main(prepare_iemocap, kwargs={**options, "save_folder": hparams["output_folder"]})
     datasets, encoders = dataio_prepare(hparams)
 
-    brain = MTLBrain(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
+    brain = MTLBrain(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+                     checkpointer=hparams["checkpointer"])
     if hparams["use_tensorboard"]:
         brain.tensorboard_logger = EpochTensorboardLogger(hparams["tensorboard_logs_folder"])
     brain.tokenizer = encoders["tokenizer"]
@@ -307,11 +279,7 @@ def main(argv):
         train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
         valid_loader_kwargs=hparams["valid_dataloader_options"],
     )
-    brain.evaluate(
-        datasets["test"],
-        max_key="UA",
-        test_loader_kwargs=hparams["test_dataloader_options"],
-    )
+    brain.evaluate(datasets["test"], max_key="UA", test_loader_kwargs=hparams["test_dataloader_options"])
     if hparams["export_inference_model"]:
         # --debug keeps its checkpoints in a temporary folder (SpeechBrain's): export from there,
         # calibrating the speakers on a few utterances each
