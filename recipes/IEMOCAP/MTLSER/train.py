@@ -59,8 +59,15 @@ class MTLBrain(sb.Brain):
     #: An EpochTensorboardLogger when ``use_tensorboard`` is on (set by ``main``).
     tensorboard_logger = None
 
-    use_ctc = property(lambda self: self.hparams.alpha > 0, doc="Whether the CTC head is trained and run.")
-    use_speaker = property(lambda self: self.hparams.beta > 0, doc="Whether the speaker head is trained and run.")
+    @property
+    def use_ctc(self):
+        """Whether the CTC head is trained and run."""
+        return self.hparams.alpha > 0
+
+    @property
+    def use_speaker(self):
+        """Whether the speaker head is trained and run."""
+        return self.hparams.beta > 0
 
     @property
     def active_heads(self):
